@@ -1,0 +1,16 @@
+//! The schema of the identity service as sea-orm migrations, one file per migration, the same
+//! on SQLite and PostgreSQL. Migrations never import the entities: they describe tables as they
+//! were at that point in history.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

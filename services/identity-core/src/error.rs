@@ -1,0 +1,86 @@
+//! The one error type of the domain. Variants say what the caller did wrong or what failed;
+//! they know nothing of gRPC or HTTP status codes (each transport maps them once).
+
+use std::time::Duration;
+
+/// Why a credential does not name a live session. The message is safe to show to the holder
+/// of the credential: it never tells whether a user exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Unparseable, forged, wrong issuer/audience/algorithm, or unknown.
+    InvalidToken,
+    /// The access or refresh token itself has expired.
+    TokenExpired,
+    /// The session was revoked (logout, a manager, refresh-token reuse, password change).
+    SessionRevoked,
+    /// The session reached its absolute or idle expiry.
+    SessionExpired,
+    /// The refresh token was already used: treated as theft, the session is now revoked.
+    RefreshTokenReused,
+    /// The user was deactivated or deleted.
+    UserInactive,
+}
+
+impl DeadReason {
+    /// A stable machine-readable name (used as `google.rpc.ErrorInfo.reason`).
+    pub fn code(self) -> &'static str {
+        match self {
+            DeadReason::InvalidToken => "INVALID_TOKEN",
+            DeadReason::TokenExpired => "TOKEN_EXPIRED",
+            DeadReason::SessionRevoked => "SESSION_REVOKED",
+            DeadReason::SessionExpired => "SESSION_EXPIRED",
+            DeadReason::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            DeadReason::UserInactive => "USER_INACTIVE",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            DeadReason::InvalidToken => "invalid token",
+            DeadReason::TokenExpired => "token expired",
+            DeadReason::SessionRevoked => "session revoked",
+            DeadReason::SessionExpired => "session expired",
+            DeadReason::RefreshTokenReused => "refresh token already used; the session is revoked",
+            DeadReason::UserInactive => "user is not active",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("a user with this {field} already exists")]
+    AlreadyExists { field: &'static str },
+    /// One generic message for an unknown user and a wrong password alike.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// No credential was presented where one is needed.
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{}", .0.message())]
+    SessionDead(DeadReason),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("too many failed logins; retry in {} s", retry_after.as_secs().max(1))]
+    Throttled { retry_after: Duration },
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("the database is unavailable")]
+    Unavailable,
+    /// Database, hashing or signing failures. The text is for logs, never for clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoreError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        CoreError::Invalid { field, reason: reason.into() }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        CoreError::Internal(error.to_string())
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;

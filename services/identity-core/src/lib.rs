@@ -1,0 +1,100 @@
+//! The identity domain: users, passwords, sessions, tokens, signing keys, login throttling and
+//! session events, with their storage (sea-orm). No transport lives here: no tonic, no poem,
+//! no status codes. Transports call `Identity` and map `CoreError` once at their boundary.
+
+mod blocking;
+pub mod clock;
+mod entities;
+pub mod error;
+pub mod events;
+pub mod keys;
+mod passwords;
+pub mod sessions;
+pub mod settings;
+pub mod store;
+mod throttle;
+mod tokens;
+pub mod users;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+pub use error::{CoreError, CoreResult, DeadReason};
+pub use events::{Events, SessionEvent, SessionEventKind};
+pub use keys::{Claims, PublicJwk};
+pub use sessions::{ClientInfo, Credential, LoginOutcome, Principal, SessionView, TokenPair};
+pub use settings::{JwtAlg, PasswordCost, Secret, Settings, ThrottleSettings};
+pub use store::StoreOptions;
+pub use users::{NewUser, Role, User, UserPage, UserPatch};
+
+use crate::{blocking::BlockingPool, keys::Keys, passwords::Passwords, sessions::LiveSessions};
+
+/// The identity domain, cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    settings: Settings,
+    passwords: Passwords,
+    keys: Keys,
+    events: Events,
+    live: LiveSessions,
+}
+
+impl Identity {
+    /// Connects, migrates, and loads (or creates) the signing key.
+    pub async fn open(database_url: &str, store: &StoreOptions, settings: Settings) -> CoreResult<Self> {
+        settings.validate().map_err(CoreError::internal)?;
+        let db = store::open(database_url, store).await?;
+        let pool = BlockingPool::per_core();
+        let keys = Keys::load(&db, &settings, pool.clone()).await?;
+        let passwords = Passwords::new(settings.password_cost, pool).await?;
+        let live = LiveSessions::new(settings.session_cache_ttl);
+        Ok(Identity { inner: Arc::new(Inner { db, settings, passwords, keys, events: Events::new(), live }) })
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> CoreResult<()> {
+        store::ping(&self.inner.db).await
+    }
+
+    /// The public signing keys (current and previous).
+    pub fn jwks(&self) -> &[PublicJwk] {
+        self.inner.keys.jwks()
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Closes the database pool (graceful shutdown).
+    pub async fn close(&self) {
+        if let Err(error) = self.inner.db.clone().close().await {
+            tracing::warn!(%error, "closing the database");
+        }
+    }
+
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn passwords(&self) -> &Passwords {
+        &self.inner.passwords
+    }
+
+    pub(crate) fn live_sessions(&self) -> &LiveSessions {
+        &self.inner.live
+    }
+}

@@ -1,0 +1,131 @@
+//! Opening the database (SQLite or PostgreSQL), applying migrations, and the one place where
+//! database errors become domain errors.
+
+use std::{path::Path, time::Duration};
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, RuntimeErr, SqlErr,
+    sqlx::{
+        self,
+        sqlite::{SqliteJournalMode, SqliteSynchronous},
+    },
+};
+
+use crate::error::CoreError;
+
+/// How the store talks to its database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connect, pool-acquire and SQLite busy timeout: how long a call may wait on the
+    /// database before it answers `Unavailable`.
+    pub timeout: Duration,
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { timeout: Duration::from_secs(5), max_connections: 10 }
+    }
+}
+
+/// Connects and migrates. SQLite files get WAL, `synchronous=NORMAL`, a busy timeout, and
+/// their directory created.
+pub async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection, CoreError> {
+    if let Some(dir) =
+        sqlite_file(url).and_then(|path| Path::new(path).parent()).filter(|dir| !dir.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            CoreError::internal(format!("cannot create the database directory {}: {error}", dir.display()))
+        })?;
+    }
+    let timeout = options.timeout;
+    let mut connect = ConnectOptions::new(url.to_owned());
+    connect
+        .max_connections(options.max_connections)
+        .min_connections(0)
+        .connect_timeout(timeout)
+        .acquire_timeout(timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |sqlite| {
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(timeout)
+                .foreign_keys(true)
+        });
+    let db = Database::connect(connect).await.map_err(CoreError::from)?;
+    Migrator::up(&db, None).await.map_err(CoreError::from)?;
+    Ok(db)
+}
+
+/// Is the database answering? (Readiness.)
+pub async fn ping(db: &DatabaseConnection) -> Result<(), CoreError> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ()).map_err(CoreError::from)
+}
+
+/// The file of a `sqlite:` URL, unless it is in memory.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Whether the error says the database could not be reached or was busy, rather than that
+/// the statement was wrong.
+fn is_unavailable(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            match error.as_ref() {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // SQLite: BUSY (5) and LOCKED (6), with their extended codes.
+                    // PostgreSQL: class 08 (connection exception), admin shutdown,
+                    // cannot connect now, too many connections.
+                    let code = code.as_ref();
+                    code.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6)
+                        || code.starts_with("08")
+                        || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+impl From<DbErr> for CoreError {
+    fn from(error: DbErr) -> Self {
+        if is_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            CoreError::Unavailable
+        } else {
+            CoreError::Internal(format!("database: {error}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_files_are_found_in_urls() {
+        assert_eq!(sqlite_file("sqlite://data/identity.db?mode=rwc"), Some("data/identity.db"));
+        assert_eq!(sqlite_file("sqlite:/tmp/x.db"), Some("/tmp/x.db"));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://localhost/db"), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! Every setting of `identity-service`: a CLI flag and an environment variable each, parsed
+//! once in `main` and passed down by value.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use identity_core::{JwtAlg, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The identity service: users, sessions and tokens over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "identity-service", version, about)]
+pub struct Config {
+    /// Database: any `sqlite:` or `postgres://` URL. SQLite files and their directory are
+    /// created; the schema is migrated on start.
+    #[arg(
+        long,
+        env = "IDENTITY_DATABASE_URL",
+        value_name = "IDENTITY_DATABASE_URL",
+        default_value = "sqlite://data/identity.db?mode=rwc"
+    )]
+    pub database_url: Secret,
+
+    /// Where the gRPC server listens.
+    #[arg(long, env = "IDENTITY_GRPC_ADDR", value_name = "IDENTITY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// JWT `iss`, and the base URL of OIDC discovery.
+    #[arg(long, env = "IDENTITY_ISSUER", value_name = "IDENTITY_ISSUER", default_value = "http://127.0.0.1:8080")]
+    pub issuer: String,
+
+    /// JWT `aud`.
+    #[arg(long, env = "IDENTITY_AUDIENCE", value_name = "IDENTITY_AUDIENCE", default_value = "identity")]
+    pub audience: String,
+
+    /// Signing algorithm: RS256, ES256, EdDSA or HS256.
+    #[arg(long, env = "IDENTITY_JWT_ALG", value_name = "IDENTITY_JWT_ALG", default_value = "RS256")]
+    pub jwt_alg: JwtAlg,
+
+    /// HMAC secret (at least 32 bytes); required for, and only for, HS256.
+    #[arg(long, env = "IDENTITY_JWT_SECRET", value_name = "IDENTITY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Access-token lifetime.
+    #[arg(long, env = "IDENTITY_ACCESS_TTL", value_name = "IDENTITY_ACCESS_TTL", default_value = "5m")]
+    pub access_ttl: humantime::Duration,
+
+    /// Refresh-token lifetime, and the absolute lifetime of a session.
+    #[arg(long, env = "IDENTITY_REFRESH_TTL", value_name = "IDENTITY_REFRESH_TTL", default_value = "7d")]
+    pub refresh_ttl: humantime::Duration,
+
+    /// A session unused this long is dead.
+    #[arg(long, env = "IDENTITY_SESSION_IDLE_TTL", value_name = "IDENTITY_SESSION_IDLE_TTL", default_value = "24h")]
+    pub session_idle_ttl: humantime::Duration,
+
+    /// A refresh token used again within this time after its rotation is not treated as theft
+    /// (two tabs, a retried request).
+    #[arg(
+        long,
+        env = "IDENTITY_REFRESH_REUSE_GRACE",
+        value_name = "IDENTITY_REFRESH_REUSE_GRACE",
+        default_value = "10s"
+    )]
+    pub refresh_reuse_grace: humantime::Duration,
+
+    /// `username:password`, or `username:@/path/to/password-file`: creates a manager on
+    /// start if no manager exists.
+    #[arg(long, env = "IDENTITY_BOOTSTRAP_MANAGER", value_name = "IDENTITY_BOOTSTRAP_MANAGER", hide_env_values = true)]
+    pub bootstrap_manager: Option<Secret>,
+
+    /// Argon2id memory cost in KiB (OWASP minimum 19456). Raising it rehashes on login.
+    #[arg(long, env = "IDENTITY_ARGON2_MEMORY_KIB", value_name = "IDENTITY_ARGON2_MEMORY_KIB", default_value_t = PasswordCost::OWASP.memory_kib)]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id iterations (OWASP minimum 2).
+    #[arg(long, env = "IDENTITY_ARGON2_ITERATIONS", value_name = "IDENTITY_ARGON2_ITERATIONS", default_value_t = PasswordCost::OWASP.iterations)]
+    pub argon2_iterations: u32,
+
+    /// Argon2id parallelism.
+    #[arg(long, env = "IDENTITY_ARGON2_PARALLELISM", value_name = "IDENTITY_ARGON2_PARALLELISM", default_value_t = PasswordCost::OWASP.parallelism)]
+    pub argon2_parallelism: u32,
+
+    /// Failed logins for one account from one address before it is locked out.
+    #[arg(long, env = "IDENTITY_LOGIN_MAX_FAILURES", value_name = "IDENTITY_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+
+    /// Failed logins for one account from all addresses before it is locked out.
+    #[arg(
+        long,
+        env = "IDENTITY_LOGIN_ACCOUNT_MAX_FAILURES",
+        value_name = "IDENTITY_LOGIN_ACCOUNT_MAX_FAILURES",
+        default_value_t = 20
+    )]
+    pub login_account_max_failures: u32,
+
+    /// Failed logins from one address across all accounts before it is locked out.
+    #[arg(
+        long,
+        env = "IDENTITY_LOGIN_ADDRESS_MAX_FAILURES",
+        value_name = "IDENTITY_LOGIN_ADDRESS_MAX_FAILURES",
+        default_value_t = 50
+    )]
+    pub login_address_max_failures: u32,
+
+    /// First lock-out; it doubles with each further failure.
+    #[arg(long, env = "IDENTITY_LOGIN_LOCKOUT", value_name = "IDENTITY_LOGIN_LOCKOUT", default_value = "30s")]
+    pub login_lockout: humantime::Duration,
+
+    /// The longest lock-out: no attacker can lock a user out for longer than this.
+    #[arg(long, env = "IDENTITY_LOGIN_LOCKOUT_MAX", value_name = "IDENTITY_LOGIN_LOCKOUT_MAX", default_value = "15m")]
+    pub login_lockout_max: humantime::Duration,
+
+    /// Failures are forgotten after this long without another.
+    #[arg(
+        long,
+        env = "IDENTITY_LOGIN_FAILURE_WINDOW",
+        value_name = "IDENTITY_LOGIN_FAILURE_WINDOW",
+        default_value = "15m"
+    )]
+    pub login_failure_window: humantime::Duration,
+
+    /// How long a replica trusts its cached view of a session: the most a revocation made by
+    /// another replica (PostgreSQL deployments) can lag. Revocations through this replica are
+    /// immediate.
+    #[arg(long, env = "IDENTITY_SESSION_CACHE_TTL", value_name = "IDENTITY_SESSION_CACHE_TTL", default_value = "5s")]
+    pub session_cache_ttl: humantime::Duration,
+
+    /// How long a call waits for the database before answering UNAVAILABLE.
+    #[arg(long, env = "IDENTITY_DATABASE_TIMEOUT", value_name = "IDENTITY_DATABASE_TIMEOUT", default_value = "5s")]
+    pub database_timeout: humantime::Duration,
+
+    /// Database connection pool size.
+    #[arg(
+        long,
+        env = "IDENTITY_DATABASE_MAX_CONNECTIONS",
+        value_name = "IDENTITY_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub database_max_connections: u32,
+
+    /// Log format: text or json. The filter is RUST_LOG (default "info").
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// The defaults, as if started with no flags and no environment; for tests.
+    pub fn defaults() -> Self {
+        let mut config = Config::parse_from(["identity-service"]);
+        // parse_from still reads the environment; tests want the contract's defaults.
+        config.database_url = Secret::new("sqlite://data/identity.db?mode=rwc");
+        config.jwt_secret = None;
+        config.bootstrap_manager = None;
+        config
+    }
+
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let url = self.database_url.expose();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError("IDENTITY_DATABASE_URL: expected a sqlite: or postgres:// URL".into()));
+        }
+        let settings = Settings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            jwt_alg: self.jwt_alg,
+            jwt_secret: self.jwt_secret.clone(),
+            access_ttl: self.access_ttl.into(),
+            refresh_ttl: self.refresh_ttl.into(),
+            session_idle_ttl: self.session_idle_ttl.into(),
+            refresh_reuse_grace: self.refresh_reuse_grace.into(),
+            password_cost: PasswordCost {
+                memory_kib: self.argon2_memory_kib,
+                iterations: self.argon2_iterations,
+                parallelism: self.argon2_parallelism,
+            },
+            throttle: ThrottleSettings {
+                max_failures: self.login_max_failures,
+                account_max_failures: self.login_account_max_failures,
+                address_max_failures: self.login_address_max_failures,
+                lockout: self.login_lockout.into(),
+                lockout_max: self.login_lockout_max.into(),
+                failure_window: self.login_failure_window.into(),
+            },
+            session_cache_ttl: Duration::from(self.session_cache_ttl).max(Duration::from_millis(100)),
+        };
+        settings.validate().map_err(ConfigError)?;
+        Ok(settings)
+    }
+
+    pub fn store(&self) -> StoreOptions {
+        StoreOptions { timeout: self.database_timeout.into(), max_connections: self.database_max_connections.max(1) }
+    }
+
+    /// `username:password` or `username:@file`.
+    pub fn bootstrap_manager(&self) -> Result<Option<(String, Secret)>, ConfigError> {
+        let Some(value) = &self.bootstrap_manager else { return Ok(None) };
+        let (username, password) = value.expose().split_once(':').ok_or_else(|| {
+            ConfigError("IDENTITY_BOOTSTRAP_MANAGER: expected username:password or username:@file".into())
+        })?;
+        let password = match password.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|error| ConfigError(format!("IDENTITY_BOOTSTRAP_MANAGER: cannot read {path}: {error}")))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+            None => password.to_owned(),
+        };
+        Ok(Some((username.to_owned(), Secret::new(password))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = Config::defaults();
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
+        let settings = config.settings().unwrap();
+        assert_eq!(settings.access_ttl, Duration::from_secs(300));
+        assert_eq!(settings.refresh_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(settings.session_idle_ttl, Duration::from_secs(86400));
+        assert_eq!(settings.refresh_reuse_grace, Duration::from_secs(10));
+        assert_eq!(settings.jwt_alg, JwtAlg::Rs256);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let error = Config::try_parse_from(["identity-service", "--jwt-alg", "none"]).unwrap_err().to_string();
+        assert!(error.contains("IDENTITY_JWT_ALG"), "{error}");
+        let mut config = Config::defaults();
+        config.database_url = Secret::new("mysql://x");
+        assert!(config.settings().unwrap_err().0.starts_with("IDENTITY_DATABASE_URL"));
+    }
+
+    #[test]
+    fn bootstrap_manager_reads_inline_or_from_a_file() {
+        let mut config = Config::defaults();
+        config.bootstrap_manager = Some(Secret::new("root:s3cret pass"));
+        let (name, password) = config.bootstrap_manager().unwrap().unwrap();
+        assert_eq!((name.as_str(), password.expose()), ("root", "s3cret pass"));
+        let file = std::env::temp_dir().join(format!("bootstrap-{}", std::process::id()));
+        std::fs::write(&file, "from file\n").unwrap();
+        config.bootstrap_manager = Some(Secret::new(format!("root:@{}", file.display())));
+        let (_, password) = config.bootstrap_manager().unwrap().unwrap();
+        assert_eq!(password.expose(), "from file");
+        config.bootstrap_manager = Some(Secret::new("no-colon"));
+        assert!(config.bootstrap_manager().is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! The only conversion from domain errors to gRPC statuses (CONTRACT §2). Handlers use `?`.
+
+use identity_core::CoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `google.rpc.ErrorInfo` domain of our errors.
+pub const DOMAIN: &str = "identity.v1";
+
+pub fn to_status(error: CoreError) -> Status {
+    match error {
+        CoreError::NotFound(_) => Status::not_found(error.to_string()),
+        CoreError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+        CoreError::InvalidCredentials | CoreError::Unauthenticated => Status::unauthenticated(error.to_string()),
+        CoreError::SessionDead(reason) => Status::with_error_details(
+            Code::Unauthenticated,
+            reason.message(),
+            ErrorDetails::with_error_info(reason.code(), DOMAIN, std::collections::HashMap::new()),
+        ),
+        CoreError::Forbidden(message) => Status::permission_denied(message),
+        CoreError::Throttled { retry_after } => Status::with_error_details(
+            Code::ResourceExhausted,
+            error.to_string(),
+            ErrorDetails::with_retry_info(Some(retry_after.max(std::time::Duration::from_secs(1)))),
+        ),
+        CoreError::Invalid { field, ref reason } => Status::with_error_details(
+            Code::InvalidArgument,
+            error.to_string(),
+            ErrorDetails::with_bad_request_violation(field, reason.clone()),
+        ),
+        CoreError::Unavailable => Status::unavailable("the database is unavailable; retry later"),
+        CoreError::Internal(cause) => {
+            tracing::error!(%cause, "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// Lets handlers write `identity.call().await.map_err(to_status)?` as `?`.
+pub trait IntoStatus<T> {
+    fn status(self) -> Result<T, Status>;
+}
+
+impl<T> IntoStatus<T> for Result<T, CoreError> {
+    fn status(self) -> Result<T, Status> {
+        self.map_err(to_status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use identity_core::DeadReason;
+
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_code() {
+        let cases = [
+            (CoreError::NotFound("user"), Code::NotFound),
+            (CoreError::AlreadyExists { field: "username" }, Code::AlreadyExists),
+            (CoreError::InvalidCredentials, Code::Unauthenticated),
+            (CoreError::SessionDead(DeadReason::SessionRevoked), Code::Unauthenticated),
+            (CoreError::Forbidden("no"), Code::PermissionDenied),
+            (CoreError::Throttled { retry_after: Duration::from_secs(3) }, Code::ResourceExhausted),
+            (CoreError::invalid("email", "bad"), Code::InvalidArgument),
+            (CoreError::Unavailable, Code::Unavailable),
+            (CoreError::Internal("SELECT secret".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(to_status(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn details_travel_with_the_status() {
+        let status = to_status(CoreError::invalid("email", "must be a valid email address"));
+        let violation = &status.get_details_bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field, "email");
+        let status = to_status(CoreError::Throttled { retry_after: Duration::from_secs(7) });
+        assert_eq!(status.get_details_retry_info().unwrap().retry_delay, Some(Duration::from_secs(7)));
+        let status = to_status(CoreError::Internal("SELECT password_hash FROM credentials".into()));
+        assert_eq!(status.message(), "internal error");
+    }
+}

@@ -1,0 +1,101 @@
+//! `identity-service`: the tonic gRPC server in front of `identity-core`. It owns the wiring
+//! (services, health, reflection, configuration); the rules live in the core.
+
+pub mod config;
+pub mod grpc;
+
+use std::{future::Future, time::Duration};
+
+use identity_core::{CoreError, Identity};
+use identity_proto::{
+    FILE_DESCRIPTOR_SET,
+    pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+};
+use tokio::net::TcpListener;
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::ServingStatus;
+
+pub use config::{Config, ConfigError};
+
+/// Why the service could not start (or stopped). Each message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("IDENTITY_DATABASE_URL: cannot open the database: {0}")]
+    Database(CoreError),
+    #[error("IDENTITY_BOOTSTRAP_MANAGER: {0}")]
+    Bootstrap(CoreError),
+    #[error("server reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Opens the database, then serves gRPC on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    let settings = config.settings()?;
+    let bootstrap = config.bootstrap_manager()?;
+    let identity =
+        Identity::open(config.database_url.expose(), &config.store(), settings).await.map_err(StartError::Database)?;
+    if let Some((username, password)) = bootstrap {
+        match identity.ensure_manager(&username, password.expose()).await.map_err(StartError::Bootstrap)? {
+            Some(user) => tracing::info!(user_id = %user.id, %username, "bootstrap manager created"),
+            None => tracing::info!("a manager exists; IDENTITY_BOOTSTRAP_MANAGER left unused"),
+        }
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|error| StartError::Reflection(error.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|error| StartError::Reflection(error.to_string()))?;
+
+    // Health follows the database: NOT_SERVING while it cannot be reached.
+    let watcher = {
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let status = match identity.ping().await {
+                    Ok(()) => ServingStatus::Serving,
+                    Err(_) => ServingStatus::NotServing,
+                };
+                if last != Some(status) {
+                    for service in ["", "identity.v1.UserService", "identity.v1.AuthService"] {
+                        health.set_service_status(service, status).await;
+                    }
+                    last = Some(status);
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+
+    let address = listener.local_addr().ok();
+    tracing::info!(?address, "identity service listening");
+    let served = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(UserServiceServer::new(grpc::users::Users::new(identity.clone())))
+        .add_service(AuthServiceServer::new(grpc::auth::Auth::new(identity.clone())))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await;
+    watcher.abort();
+    identity.close().await;
+    tracing::info!("identity service stopped");
+    Ok(served?)
+}

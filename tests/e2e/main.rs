@@ -1,0 +1,10 @@
+//! Black-box tests of the identity service: real servers on ephemeral ports, real gRPC, each
+//! test on its own database (SQLite, or PostgreSQL with `TEST_DATABASE_URL`).
+
+#![allow(clippy::unwrap_used)]
+
+mod binaries;
+mod faults;
+mod grpc_auth;
+mod grpc_sessions;
+mod grpc_users;

@@ -1,0 +1,354 @@
+//! The black-box test harness: real servers on `127.0.0.1:0`, each test with its own database
+//! (a SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` is set), and a TCP
+//! proxy that can cut a server off from its database. Tests speak only gRPC (and run the
+//! binaries) through it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use identity_core::{JwtAlg, Secret};
+use identity_proto::pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
+use identity_service::Config;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tonic::{
+    Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+pub type Users = UserServiceClient<Channel>;
+pub type Auth = AuthServiceClient<Channel>;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+// === TestDb ===
+
+/// A database of the test's own, dropped after it.
+pub struct TestDb {
+    pub url: String,
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        match std::env::var("TEST_DATABASE_URL").ok().filter(|url| !url.is_empty()) {
+            Some(admin) => {
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let db = Database::connect(&admin).await.expect("TEST_DATABASE_URL must be reachable");
+                db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+                db.close().await.ok();
+                let (prefix, _) = admin.rsplit_once('/').expect("TEST_DATABASE_URL needs a /database");
+                TestDb { url: format!("{prefix}/{name}"), postgres: Some((admin, name)), _dir: None }
+            }
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("identity.db").display());
+                TestDb { url, postgres: None, _dir: Some(dir) }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// A direct connection, for the few checks a client cannot make (what is stored).
+    pub async fn connect(&self) -> DatabaseConnection {
+        Database::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else { return };
+        // Drop runs outside any runtime we may block: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(db) = Database::connect(&admin).await {
+                    let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    let _ = db.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+// === Service ===
+
+/// The test configuration: the contract's defaults on `db`, ES256 (cheap keys), and a short
+/// database timeout so that outages show quickly.
+pub fn config(db: &TestDb) -> Config {
+    let mut config = Config::defaults();
+    config.database_url = Secret::new(db.url.clone());
+    config.jwt_alg = JwtAlg::Es256;
+    config.database_timeout = secs(2);
+    config
+}
+
+pub fn secs(n: u64) -> humantime::Duration {
+    Duration::from_secs(n).into()
+}
+
+/// An identity service running in this process on an ephemeral port.
+pub struct Service {
+    pub addr: SocketAddr,
+    channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), identity_service::StartError>>>,
+}
+
+impl Service {
+    pub async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(identity_service::serve(config, listener, async {
+            let _ = stop.await;
+        }));
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        let service = Service { addr, channel, shutdown: Some(shutdown), task: Some(task) };
+        service.wait_ready().await;
+        service
+    }
+
+    /// Polls health until SERVING; fails with the server's own error if it stopped.
+    async fn wait_ready(&self) {
+        let mut health = tonic_health_client(self.channel.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                panic!("the identity service stopped while starting");
+            }
+            let request = pb_health::HealthCheckRequest { service: String::new() };
+            if let Ok(response) = health.check(request).await
+                && response.into_inner().status == pb_health::health_check_response::ServingStatus::Serving as i32
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the identity service did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn users(&self) -> Users {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn auth(&self) -> Auth {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Graceful shutdown; returns what `serve` returned.
+    pub async fn stop(mut self) -> Result<(), identity_service::StartError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        // A watch stream may hold the server open: bound the wait.
+        let task = self.task.take().unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(joined) => joined.unwrap(),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+pub use tonic_health::pb as pb_health;
+
+fn tonic_health_client(channel: Channel) -> pb_health::health_client::HealthClient<Channel> {
+    pb_health::health_client::HealthClient::new(channel)
+}
+
+// === requests ===
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, access_token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {access_token}")).unwrap());
+    request
+}
+
+/// A request carrying `x-session-token: <token>`.
+pub fn session<T>(message: T, session_token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-session-token", MetadataValue::try_from(session_token).unwrap());
+    request
+}
+
+/// A request that says it comes from `ip` (as the facade does).
+pub fn from_address<T>(message: T, ip: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-forwarded-for", MetadataValue::try_from(ip).unwrap());
+    request
+}
+
+pub async fn sign_up(users: &mut Users, username: &str) -> pb::User {
+    users
+        .create_user(pb::CreateUserRequest {
+            username: username.into(),
+            email: format!("{username}@example.com"),
+            password: PASSWORD.into(),
+            role: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+}
+
+pub async fn log_in(auth: &mut Auth, username: &str) -> pb::LoginResponse {
+    auth.login(pb::LoginRequest { username: username.into(), password: PASSWORD.into() }).await.unwrap().into_inner()
+}
+
+pub fn access(token: &str) -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest { credential: Some(pb::authenticate_request::Credential::AccessToken(token.into())) }
+}
+
+pub fn session_token(token: &str) -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest { credential: Some(pb::authenticate_request::Credential::SessionToken(token.into())) }
+}
+
+/// Polls `check` until it returns `Some`, failing after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// === Proxy ===
+
+/// A TCP proxy in front of a database: `cut()` drops every connection and refuses new ones
+/// until `restore()`, as a network partition or a database restart would.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accept = {
+            let (up, connections) = (Arc::clone(&up), Arc::clone(&connections));
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let target = target.clone();
+                    let handle = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(handle);
+                }
+            })
+        };
+        Proxy { addr, up, connections, accept }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by this proxy's.
+    pub fn url_through(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let userinfo = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
+        format!("{scheme}://{userinfo}{}/{path}", self.addr)
+    }
+
+    /// The `host:port` a postgres URL points at.
+    pub fn target_of(url: &str) -> String {
+        let rest = url.split_once("://").unwrap().1;
+        let authority = rest.split('/').next().unwrap();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        if host.contains(':') { host.to_owned() } else { format!("{host}:5432") }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// The path of a workspace binary next to the running test executable.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bin {name}` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_rewritten_through_the_proxy() {
+        assert_eq!(Proxy::target_of("postgres://postgres@127.0.0.1:5432/t_1"), "127.0.0.1:5432");
+        assert_eq!(Proxy::target_of("postgres://localhost/t_1"), "localhost:5432");
+    }
+}
