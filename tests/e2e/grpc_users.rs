@@ -62,6 +62,17 @@ async fn sign_up_rejects_bad_fields_with_field_violations() {
         role: "admin".into(),
     };
     assert_eq!(service.users().create_user(bad_role).await.unwrap_err().code(), Code::InvalidArgument);
+    // Every bad field is reported at once.
+    let all_bad = pb::CreateUserRequest {
+        username: "bad name".into(),
+        email: "nope".into(),
+        password: "short".into(),
+        role: "admin".into(),
+    };
+    let status = service.users().create_user(all_bad).await.unwrap_err();
+    let fields: Vec<_> =
+        status.get_details_bad_request().unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["username", "email", "password", "role"]);
     // Nothing was created by the refused requests.
     sign_up(&mut service.users(), "bob").await;
 }

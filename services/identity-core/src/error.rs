@@ -46,6 +46,13 @@ impl DeadReason {
     }
 }
 
+/// One bad input field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: &'static str,
+    pub reason: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     #[error("{0} not found")]
@@ -64,8 +71,9 @@ pub enum CoreError {
     Forbidden(&'static str),
     #[error("too many failed logins; retry in {} s", retry_after.as_secs().max(1))]
     Throttled { retry_after: Duration },
-    #[error("{field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    /// Bad input, every bad field at once.
+    #[error("{}", .0.iter().map(|v| format!("{}: {}", v.field, v.reason)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Violation>),
     #[error("the database is unavailable")]
     Unavailable,
     /// Database, hashing or signing failures. The text is for logs, never for clients.
@@ -75,7 +83,20 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        CoreError::Invalid { field, reason: reason.into() }
+        CoreError::Invalid(vec![Violation { field, reason: reason.into() }])
+    }
+
+    /// Runs every check and gathers their violations; `Ok` when there are none.
+    pub fn check_all(checks: impl IntoIterator<Item = CoreResult<()>>) -> CoreResult<()> {
+        let mut violations = Vec::new();
+        for check in checks {
+            match check {
+                Ok(()) => {}
+                Err(CoreError::Invalid(found)) => violations.extend(found),
+                Err(other) => return Err(other),
+            }
+        }
+        if violations.is_empty() { Ok(()) } else { Err(CoreError::Invalid(violations)) }
     }
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
@@ -84,3 +105,20 @@ impl CoreError {
 }
 
 pub type CoreResult<T> = Result<T, CoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_all_gathers_every_violation() {
+        let error = CoreError::check_all([
+            Err(CoreError::invalid("username", "must not be empty")),
+            Ok(()),
+            Err(CoreError::invalid("email", "must be a valid email address")),
+        ])
+        .unwrap_err();
+        assert_eq!(error.to_string(), "username: must not be empty; email: must be a valid email address");
+        assert!(CoreError::check_all([Ok(()), Ok(())]).is_ok());
+    }
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-pub use error::{CoreError, CoreResult, DeadReason};
+pub use error::{CoreError, CoreResult, DeadReason, Violation};
 pub use events::{Events, SessionEvent, SessionEventKind};
 pub use keys::{Claims, PublicJwk};
 pub use sessions::{ClientInfo, Credential, LoginOutcome, Principal, SessionView, TokenPair};

@@ -163,9 +163,12 @@ impl Identity {
     pub async fn create_user(&self, caller: Option<&Principal>, new: NewUser) -> CoreResult<User> {
         let username = new.username.trim().to_owned();
         let email = new.email.trim().to_owned();
-        check_username("username", &username)?;
-        check_email("email", &email)?;
-        passwords::check_policy("password", &new.password, &username)?;
+        CoreError::check_all([
+            check_username("username", &username),
+            check_email("email", &email),
+            passwords::check_policy("password", &new.password, &username),
+            if new.role.is_empty() { Ok(()) } else { Role::parse("role", &new.role).map(|_| ()) },
+        ])?;
         let role = if new.role.is_empty() { Role::User } else { Role::parse("role", &new.role)? };
         if role != Role::User && !is_manager(caller) {
             return Err(CoreError::Forbidden("only a manager may create a user with this role"));

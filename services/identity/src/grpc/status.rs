@@ -2,7 +2,7 @@
 
 use identity_core::CoreError;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 /// The `google.rpc.ErrorInfo` domain of our errors.
 pub const DOMAIN: &str = "identity.v1";
@@ -23,10 +23,12 @@ pub fn to_status(error: CoreError) -> Status {
             error.to_string(),
             ErrorDetails::with_retry_info(Some(retry_after.max(std::time::Duration::from_secs(1)))),
         ),
-        CoreError::Invalid { field, ref reason } => Status::with_error_details(
+        CoreError::Invalid(ref violations) => Status::with_error_details(
             Code::InvalidArgument,
             error.to_string(),
-            ErrorDetails::with_bad_request_violation(field, reason.clone()),
+            ErrorDetails::with_bad_request(
+                violations.iter().map(|v| FieldViolation::new(v.field, v.reason.clone())).collect::<Vec<_>>(),
+            ),
         ),
         CoreError::Unavailable => Status::unavailable("the database is unavailable; retry later"),
         CoreError::Internal(cause) => {
