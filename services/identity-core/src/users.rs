@@ -1,7 +1,6 @@
 //! Users: sign-up, profiles, roles, deletion and password changes. Every operation takes the
 //! caller (if any) and enforces who may do what; transports only map in and out.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
     sea_query::Expr,
@@ -249,18 +248,17 @@ impl Identity {
         let size = if page_size == 0 { DEFAULT_PAGE_SIZE } else { (page_size as u64).min(MAX_PAGE_SIZE) };
         let mut query = users::Entity::find().order_by_asc(users::Column::Id).limit(size + 1);
         if !page_token.is_empty() {
-            let after = URL_SAFE_NO_PAD
-                .decode(page_token)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .filter(|id| uuid::Uuid::parse_str(id).is_ok())
-                .ok_or_else(|| CoreError::invalid("page_token", "is not a token this service issued"))?;
-            query = query.filter(users::Column::Id.gt(after));
+            // The token is the id of the last user of the previous page: clients of the
+            // GraphQL `users(after:)` can pass an id they hold.
+            if uuid::Uuid::parse_str(page_token).is_err() {
+                return Err(CoreError::invalid("page_token", "is not a token this service issued"));
+            }
+            query = query.filter(users::Column::Id.gt(page_token.to_owned()));
         }
         let mut rows = query.all(self.db()).await?;
         let next_page_token = if rows.len() as u64 > size {
             rows.truncate(size as usize);
-            rows.last().map(|row| URL_SAFE_NO_PAD.encode(row.id.as_bytes())).unwrap_or_default()
+            rows.last().map(|row| row.id.clone()).unwrap_or_default()
         } else {
             String::new()
         };
