@@ -5,6 +5,7 @@
 
 mod binaries;
 mod faults;
+mod graphql;
 mod grpc_auth;
 mod grpc_sessions;
 mod grpc_users;

@@ -115,7 +115,12 @@ pub struct Service {
 
 impl Service {
     pub async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(config, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts on a given address (to restart where a client expects it).
+    pub async fn start_at(config: Config, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(identity_service::serve(config, listener, async {
@@ -188,6 +193,135 @@ pub use tonic_health::pb as pb_health;
 
 fn tonic_health_client(channel: Channel) -> pb_health::health_client::HealthClient<Channel> {
     pb_health::health_client::HealthClient::new(channel)
+}
+
+// === Facade ===
+
+/// A facade configuration that talks to `identity`.
+pub fn facade_config(identity: &Service) -> graphql_facade::Config {
+    let mut config = graphql_facade::Config::defaults();
+    config.identity_url = format!("http://{}", identity.addr);
+    config
+}
+
+/// The GraphQL facade running in this process on an ephemeral port.
+pub struct Facade {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), graphql_facade::StartError>>>,
+}
+
+impl Facade {
+    pub async fn start(config: graphql_facade::Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(graphql_facade::serve(config, listener, async {
+            let _ = stop.await;
+        }));
+        Facade { addr, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for Facade {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Both servers on one fresh database.
+pub struct Stack {
+    pub facade: Facade,
+    pub identity: Service,
+    pub db: TestDb,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let db = TestDb::new().await;
+        let mut identity = config(&db);
+        identity.bootstrap_manager = Some(Secret::new(format!("root:{PASSWORD}")));
+        Self::start_with(db, identity, |_| {}).await
+    }
+
+    pub async fn start_with(db: TestDb, identity: Config, facade: impl FnOnce(&mut graphql_facade::Config)) -> Self {
+        let identity = Service::start(identity).await;
+        let mut config = facade_config(&identity);
+        facade(&mut config);
+        let facade = Facade::start(config).await;
+        Stack { facade, identity, db }
+    }
+
+    pub fn client(&self) -> Gql {
+        Gql { http: reqwest::Client::new(), url: self.facade.url() }
+    }
+}
+
+/// A GraphQL-over-HTTP client.
+#[derive(Clone)]
+pub struct Gql {
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+impl Gql {
+    /// POSTs a query as JSON; `authorization` is the whole header value.
+    pub async fn post(
+        &self,
+        authorization: Option<&str>,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.post(&self.url).json(&serde_json::json!({"query": query, "variables": variables}));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The same with `Authorization: Bearer <token>`.
+    pub async fn as_user(&self, token: &str, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        self.post(Some(&format!("Bearer {token}")), query, variables).await.1
+    }
+
+    pub async fn anonymous(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        self.post(None, query, variables).await.1
+    }
+
+    /// django-graphql-jwt's `tokenAuth`: (token, refreshToken).
+    pub async fn token_auth(&self, username: &str, password: &str) -> (String, String) {
+        let body = self
+            .anonymous(
+                "mutation($u: String!, $p: String!) { tokenAuth(username: $u, password: $p) { token refreshToken } }",
+                serde_json::json!({"u": username, "p": password}),
+            )
+            .await;
+        let auth = &body["data"]["tokenAuth"];
+        assert!(auth.is_object(), "tokenAuth failed: {body}");
+        (auth["token"].as_str().unwrap().to_owned(), auth["refreshToken"].as_str().unwrap().to_owned())
+    }
+}
+
+/// The `extensions.code` of the first error of a response.
+pub fn error_code(body: &serde_json::Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
 }
 
 // === requests ===

@@ -3,14 +3,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use identity_core::{JwtAlg, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// The identity service: users, sessions and tokens over gRPC.
 #[derive(Debug, Clone, Parser)]
@@ -142,10 +136,6 @@ pub struct Config {
         default_value_t = 10
     )]
     pub database_max_connections: u32,
-
-    /// Log format: text or json. The filter is RUST_LOG (default "info").
-    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 /// A configuration problem, naming the setting.

@@ -3,22 +3,34 @@
 use std::process::ExitCode;
 
 use clap::{Parser, error::ErrorKind};
-use identity_service::{Config, config::LogFormat};
-use tracing_subscriber::EnvFilter;
+use identity_service::{
+    Config,
+    process::{LogFormat, init_tracing, shutdown_signal},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "identity-service", version, about = "The identity service: users, sessions and tokens over gRPC.")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    /// Log format: text or json. The filter is RUST_LOG (default "info").
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => error.exit(),
         Err(error) => {
             let text = error.to_string();
-            let line = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            eprintln!("identity-service: {line}");
+            eprintln!("identity-service: {}", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
+    init_tracing(cli.log_format);
+    let config = cli.config;
     // Settings first: a bad value is reported before anything is bound or opened.
     if let Err(error) = config.settings().and_then(|_| config.bootstrap_manager()) {
         eprintln!("identity-service: {error}");
@@ -38,38 +50,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -1,0 +1,104 @@
+//! Every setting of `graphql-facade`: a CLI flag and an environment variable each.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// The GraphQL facade: every request authenticated through the identity service.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "graphql-facade", version, about)]
+pub struct Config {
+    /// Where the facade listens for HTTP.
+    #[arg(long, env = "FACADE_HTTP_ADDR", value_name = "FACADE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Where the facade finds the identity service (gRPC).
+    #[arg(
+        long,
+        env = "FACADE_IDENTITY_URL",
+        value_name = "FACADE_IDENTITY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub identity_url: String,
+
+    /// How long one call to the identity service may take before the facade answers
+    /// SERVICE_UNAVAILABLE.
+    #[arg(long, env = "FACADE_IDENTITY_TIMEOUT", value_name = "FACADE_IDENTITY_TIMEOUT", default_value = "5s")]
+    pub identity_timeout: humantime::Duration,
+
+    /// The deepest selection a query may make.
+    #[arg(long, env = "FACADE_MAX_DEPTH", value_name = "FACADE_MAX_DEPTH", default_value_t = 15)]
+    pub max_depth: usize,
+
+    /// The most fields (complexity points) a query may select.
+    #[arg(long, env = "FACADE_MAX_COMPLEXITY", value_name = "FACADE_MAX_COMPLEXITY", default_value_t = 1000)]
+    pub max_complexity: usize,
+
+    /// The most aliases a query may use (aliases multiply work, e.g. many `tokenAuth`s).
+    #[arg(long, env = "FACADE_MAX_ALIASES", value_name = "FACADE_MAX_ALIASES", default_value_t = 15)]
+    pub max_aliases: usize,
+
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "FACADE_MAX_BODY_BYTES", value_name = "FACADE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Serve GraphiQL to browsers at `GET /graphql`.
+    #[arg(
+        long,
+        env = "FACADE_GRAPHIQL",
+        value_name = "FACADE_GRAPHIQL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub graphiql: bool,
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// The defaults, as if started with no flags; for tests.
+    pub fn defaults() -> Self {
+        Config::parse_from(["graphql-facade"])
+    }
+
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.identity_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<tonic::transport::Uri>().is_err()
+        {
+            return Err(ConfigError(format!("FACADE_IDENTITY_URL: expected an http:// URL, got {url:?}")));
+        }
+        for (name, value) in [
+            ("FACADE_MAX_DEPTH", self.max_depth),
+            ("FACADE_MAX_COMPLEXITY", self.max_complexity),
+            ("FACADE_MAX_BODY_BYTES", self.max_body_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = Config::defaults();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.identity_url, "http://127.0.0.1:50051");
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn a_bad_identity_url_names_the_setting() {
+        let config = Config { identity_url: "127.0.0.1:50051".into(), ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("FACADE_IDENTITY_URL"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Tokens the django-graphql-jwt way: `tokenAuth`, `verifyToken`, `refreshToken`,
+//! `revokeToken`, and `whoami`. The token operations are public: they never send the
+//! request's credential, so a stale token in the header cannot block them.
+
+use async_graphql::{Context, Object, Result};
+use identity_proto::pb;
+
+use super::types::{GenericScalar, ObtainJsonWebToken, Refresh, Revoke, User, Verify, struct_json, token_payload};
+use crate::{
+    context::RequestContext,
+    error::{ApiError, GraphqlResult},
+};
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The caller. UNAUTHENTICATED (with the reason: expired, revoked, ...) when anonymous.
+    async fn whoami(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        let request = ctx.data::<RequestContext>()?;
+        let principal = request.principal().graphql()?;
+        Ok(principal.user.clone().map(User::from))
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Log in with username (or email) and password: an access token and a refresh token.
+    async fn token_auth(&self, ctx: &Context<'_>, username: String, password: String) -> Result<ObtainJsonWebToken> {
+        let request = ctx.data::<RequestContext>()?;
+        let login = request
+            .identity
+            .auth()
+            .login(request.anonymous(pb::LoginRequest { username, password }))
+            .await
+            .graphql()?
+            .into_inner();
+        let user = login.user.ok_or_else(ApiError::unauthenticated).graphql()?;
+        Ok(ObtainJsonWebToken {
+            payload: GenericScalar(token_payload(&login.access_token)),
+            refresh_expires_in: login.refresh_expires_at.map(|t| t.seconds).unwrap_or_default(),
+            token: login.access_token,
+            refresh_token: login.refresh_token,
+            user: User::from(user),
+        })
+    }
+
+    /// The verified claims of an access token whose session is alive.
+    async fn verify_token(&self, ctx: &Context<'_>, token: String) -> Result<Verify> {
+        let request = ctx.data::<RequestContext>()?;
+        let verified = request
+            .identity
+            .auth()
+            .verify_token(request.anonymous(pb::VerifyTokenRequest { token }))
+            .await
+            .graphql()?;
+        Ok(Verify { payload: GenericScalar(struct_json(verified.into_inner().payload)) })
+    }
+
+    /// A new access token and a new refresh token; the one sent is spent. Using a refresh
+    /// token twice revokes its session.
+    async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<Refresh> {
+        let request = ctx.data::<RequestContext>()?;
+        let pair = request
+            .identity
+            .auth()
+            .refresh_token(request.anonymous(pb::RefreshTokenRequest { refresh_token }))
+            .await
+            .graphql()?
+            .into_inner();
+        Ok(Refresh {
+            payload: GenericScalar(struct_json(pair.payload)),
+            refresh_expires_in: pair.refresh_expires_at.map(|t| t.seconds).unwrap_or_default(),
+            token: pair.access_token,
+            refresh_token: pair.refresh_token,
+        })
+    }
+
+    /// Ends the session of a refresh token, and with it every access token it issued.
+    async fn revoke_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<Revoke> {
+        let request = ctx.data::<RequestContext>()?;
+        let revoked = request
+            .identity
+            .auth()
+            .revoke_token(request.anonymous(pb::RevokeTokenRequest { refresh_token }))
+            .await
+            .graphql()?
+            .into_inner();
+        Ok(Revoke { revoked: revoked.revoked_at.map(|t| t.seconds).unwrap_or_default() })
+    }
+}

@@ -1,0 +1,325 @@
+//! GraphQL over HTTP (https://graphql.github.io/graphql-over-http/): `POST /graphql` with
+//! `application/json` only (no `text/plain`, form or multipart: no simple cross-site
+//! requests), `GET /graphql` for queries (never mutations) and GraphiQL. Responses are
+//! `application/graphql-response+json` when asked for, `application/json` otherwise; a
+//! malformed request is a 4xx, never a 500.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Variables,
+    http::GraphiQLSource,
+    parser::types::{DocumentOperations, OperationType},
+};
+use poem::{
+    Body, Request, Response, handler,
+    http::{StatusCode, header},
+    web::{Data, Query},
+};
+
+use super::{AppSchema, Executed};
+use crate::{
+    context::{ClientInfo, Credential, RequestContext},
+    error::ErrorKind,
+    identity::IdentityClient,
+};
+
+pub const SESSION_COOKIE: &str = "sessionid";
+
+/// What the endpoint needs, shared by every request.
+pub struct GraphqlState {
+    pub schema: AppSchema,
+    pub identity: IdentityClient,
+    pub max_body_bytes: usize,
+    pub graphiql: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    GraphqlResponse,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json; charset=utf-8",
+            Format::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+        }
+    }
+}
+
+/// The first acceptable media type in `Accept`; JSON when there is none.
+fn negotiate(accept: Option<&str>) -> Option<Format> {
+    let Some(accept) = accept.filter(|accept| !accept.trim().is_empty()) else { return Some(Format::Json) };
+    accept.split(',').find_map(|range| {
+        let media = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        match media.as_str() {
+            "application/graphql-response+json" => Some(Format::GraphqlResponse),
+            "application/json" | "application/*" | "*/*" => Some(Format::Json),
+            _ => None,
+        }
+    })
+}
+
+/// The parameters of a GraphQL request, checked.
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Params {
+    fn from_json(value: serde_json::Value) -> Result<Self, String> {
+        use serde_json::Value;
+        let Value::Object(mut map) = value else {
+            return Err("the body must be a JSON object with a \"query\" (batches are not supported)".into());
+        };
+        let query = match map.remove("query") {
+            Some(Value::String(query)) => query,
+            Some(_) => return Err("\"query\" must be a string".into()),
+            None => return Err("\"query\" is required".into()),
+        };
+        let operation_name = match map.remove("operationName") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(name),
+            Some(_) => return Err("\"operationName\" must be a string".into()),
+        };
+        let variables = match map.remove("variables") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(variables)) => Some(variables),
+            Some(_) => return Err("\"variables\" must be an object".into()),
+        };
+        match map.remove("extensions") {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => return Err("\"extensions\" must be an object".into()),
+        }
+        Ok(Params { query, operation_name, variables })
+    }
+
+    /// GET parameters: `variables` and `extensions` arrive as JSON strings.
+    fn from_query(mut pairs: std::collections::HashMap<String, String>) -> Result<Self, String> {
+        let mut json = serde_json::Map::new();
+        for name in ["query", "operationName"] {
+            if let Some(value) = pairs.remove(name) {
+                json.insert(name.to_owned(), value.into());
+            }
+        }
+        for name in ["variables", "extensions"] {
+            if let Some(value) = pairs.remove(name).filter(|value| !value.is_empty()) {
+                let parsed: serde_json::Value =
+                    serde_json::from_str(&value).map_err(|_| format!("\"{name}\" must be a JSON object"))?;
+                json.insert(name.to_owned(), parsed);
+            }
+        }
+        Params::from_json(json.into())
+    }
+}
+
+#[handler]
+pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<GraphqlState>>) -> Response {
+    let Some(format) = negotiate(request.header(header::ACCEPT)) else {
+        return not_acceptable();
+    };
+    let content_type = request.header(header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
+    let mut parts = content_type.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default();
+    let charset_ok =
+        parts.all(|param| !param.starts_with("charset=") || matches!(param, "charset=utf-8" | "charset=\"utf-8\""));
+    if essence != "application/json" || !charset_ok {
+        return refuse(
+            format,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::BadUserInput,
+            "send GraphQL requests as Content-Type: application/json",
+        );
+    }
+    let bytes = match body.into_bytes_limit(state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            let message = format!("the request body is larger than {} bytes", state.max_body_bytes);
+            return refuse(format, StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadUserInput, &message);
+        }
+        Err(_) => return refuse(format, StatusCode::BAD_REQUEST, ErrorKind::BadUserInput, "could not read the body"),
+    };
+    let params = match serde_json::from_slice(&bytes) {
+        Ok(value) => Params::from_json(value),
+        Err(_) => Err("the body is not valid JSON".to_owned()),
+    };
+    match params {
+        Ok(params) => execute(request, state, params, format).await,
+        Err(message) => refuse(format, StatusCode::BAD_REQUEST, ErrorKind::BadUserInput, &message),
+    }
+}
+
+#[handler]
+pub async fn get(
+    request: &Request,
+    Query(pairs): Query<std::collections::HashMap<String, String>>,
+    Data(state): Data<&Arc<GraphqlState>>,
+) -> Response {
+    let accept = request.header(header::ACCEPT).unwrap_or_default();
+    if !pairs.contains_key("query") && state.graphiql && accept.contains("text/html") {
+        let page = GraphiQLSource::build().endpoint("/graphql").title("identity").finish();
+        return Response::builder().content_type("text/html; charset=utf-8").body(page);
+    }
+    let Some(format) = negotiate(Some(accept)) else {
+        return not_acceptable();
+    };
+    let params = match Params::from_query(pairs) {
+        Ok(params) => params,
+        Err(message) => return refuse(format, StatusCode::BAD_REQUEST, ErrorKind::BadUserInput, &message),
+    };
+    if operation_type(&params.query, params.operation_name.as_deref()) == Some(OperationType::Mutation) {
+        let mut response = refuse(
+            format,
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::BadUserInput,
+            "mutations are only accepted with POST",
+        );
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    execute(request, state, params, format).await
+}
+
+/// The type of the operation a request would run, if it can be told.
+fn operation_type(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    match document.operations {
+        DocumentOperations::Single(operation) => Some(operation.node.ty),
+        DocumentOperations::Multiple(operations) => match operation_name {
+            Some(name) => operations.get(name).map(|operation| operation.node.ty),
+            None if operations.len() == 1 => operations.values().next().map(|operation| operation.node.ty),
+            None => None,
+        },
+    }
+}
+
+/// The credential of a request: `Authorization` first, then the `sessionid` cookie.
+pub fn credential(request: &Request) -> Option<Credential> {
+    if let Some(value) = request.header(header::AUTHORIZATION) {
+        return Credential::from_authorization(value);
+    }
+    request
+        .cookie()
+        .get(SESSION_COOKIE)
+        .map(|cookie| cookie.value_str().to_owned())
+        .filter(|token| !token.is_empty())
+        .map(Credential::Session)
+}
+
+pub fn client_info(request: &Request) -> ClientInfo {
+    ClientInfo {
+        ip: request.remote_addr().as_socket_addr().map(|addr| addr.ip().to_string()).unwrap_or_default(),
+        user_agent: request.header(header::USER_AGENT).unwrap_or_default().chars().take(512).collect(),
+    }
+}
+
+async fn execute(request: &Request, state: &GraphqlState, params: Params, format: Format) -> Response {
+    let context = match RequestContext::resolve(state.identity.clone(), credential(request), client_info(request)).await
+    {
+        Ok(context) => context,
+        // The credential could not be checked at all: nothing can be served.
+        Err(error) => return refuse(format, error.kind.http_status(), error.kind, &error.message),
+    };
+    let executed = Executed::default();
+    let mut graphql = async_graphql::Request::new(params.query).data(context).data(executed.clone());
+    if let Some(name) = params.operation_name {
+        graphql = graphql.operation_name(name);
+    }
+    if let Some(variables) = params.variables {
+        graphql = graphql.variables(Variables::from_json(serde_json::Value::Object(variables)));
+    }
+    let response = state.schema.execute(graphql).await;
+    render(&response, executed.happened(), format)
+}
+
+fn render(response: &async_graphql::Response, executed: bool, format: Format) -> Response {
+    let mut body = serde_json::to_value(response).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(object) = body.as_object_mut() {
+        if !executed {
+            // A request error: the operation never ran, so there is no data entry.
+            object.remove("data");
+        }
+        if let Some(serde_json::Value::Array(errors)) = object.get_mut("errors") {
+            for error in errors {
+                let extensions = error.as_object_mut().and_then(|error| {
+                    error.entry("extensions").or_insert_with(|| serde_json::json!({})).as_object_mut()
+                });
+                if let Some(extensions) = extensions {
+                    // Errors of the GraphQL engine itself (syntax, validation, argument
+                    // coercion, limits) are all about what the client sent.
+                    extensions.entry("code").or_insert_with(|| ErrorKind::BadUserInput.graphql_code().into());
+                }
+            }
+        }
+    }
+    let status = match (format, executed) {
+        (Format::GraphqlResponse, false) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    json_response(format, status, &body)
+}
+
+/// A request refused before GraphQL ran: an `errors` list and no `data`.
+fn refuse(format: Format, status: StatusCode, kind: ErrorKind, message: &str) -> Response {
+    let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": kind.graphql_code()}}]});
+    let mut response = json_response(format, status, &body);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn not_acceptable() -> Response {
+    refuse(
+        Format::Json,
+        StatusCode::NOT_ACCEPTABLE,
+        ErrorKind::BadUserInput,
+        "accept application/graphql-response+json or application/json",
+    )
+}
+
+fn json_response(format: Format, status: StatusCode, body: &serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type(format.content_type())
+        .body(serde_json::to_vec(body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_picks_the_first_supported_type() {
+        assert_eq!(negotiate(None), Some(Format::Json));
+        assert_eq!(
+            negotiate(Some("application/graphql-response+json, application/json;q=0.9")),
+            Some(Format::GraphqlResponse)
+        );
+        assert_eq!(negotiate(Some("application/json")), Some(Format::Json));
+        assert_eq!(negotiate(Some("*/*")), Some(Format::Json));
+        assert_eq!(negotiate(Some("text/html")), None);
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        assert!(Params::from_json(serde_json::json!({"query": "{ whoami { id } }", "variables": null})).is_ok());
+        assert!(Params::from_json(serde_json::json!({"query": 1})).is_err());
+        assert!(Params::from_json(serde_json::json!({"query": "{a}", "variables": "x"})).is_err());
+        assert!(Params::from_json(serde_json::json!({"query": "{a}", "operationName": 3})).is_err());
+        assert!(Params::from_json(serde_json::json!([{"query": "{a}"}])).is_err());
+        assert!(Params::from_json(serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn mutations_are_recognised_by_operation_name() {
+        let document = "query A { whoami { id } } mutation B { revokeToken(refreshToken: \"x\") { revoked } }";
+        assert_eq!(operation_type(document, Some("B")), Some(OperationType::Mutation));
+        assert_eq!(operation_type(document, Some("A")), Some(OperationType::Query));
+        assert_eq!(operation_type("mutation { x }", None), Some(OperationType::Mutation));
+        assert_eq!(operation_type("{ x }", None), Some(OperationType::Query));
+    }
+}

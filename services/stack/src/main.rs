@@ -1,0 +1,84 @@
+//! `identity-stack` (what `cargo run --release` starts): the identity service and the GraphQL
+//! facade in one process, on their two ports. The facade still reaches the identity service
+//! over real gRPC on loopback, exactly as when they run apart.
+
+use std::process::ExitCode;
+
+use clap::{Parser, error::ErrorKind};
+use identity_service::process::{LogFormat, init_tracing, shutdown_signal};
+use tokio::{net::TcpListener, sync::watch};
+
+#[derive(Debug, Parser)]
+#[command(name = "identity-stack", version, about = "The identity service and its GraphQL facade, together.")]
+struct Cli {
+    #[command(flatten)]
+    identity: identity_service::Config,
+    #[command(flatten)]
+    facade: graphql_facade::Config,
+    /// Log format: text or json. The filter is RUST_LOG (default "info").
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("identity-stack: {message}");
+    ExitCode::from(code)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => error.exit(),
+        Err(error) => {
+            return fail(error.to_string().lines().next().unwrap_or_default().trim_start_matches("error: "), 2);
+        }
+    };
+    init_tracing(cli.log_format);
+    let (identity, mut facade) = (cli.identity, cli.facade);
+    if let Err(error) = identity.settings().and_then(|_| identity.bootstrap_manager()) {
+        return fail(error, 2);
+    }
+    if let Err(error) = facade.validate() {
+        return fail(error, 2);
+    }
+    let grpc = match TcpListener::bind(identity.grpc_addr).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(format!("IDENTITY_GRPC_ADDR: cannot listen on {}: {error}", identity.grpc_addr), 1),
+    };
+    let http = match TcpListener::bind(facade.http_addr).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(format!("FACADE_HTTP_ADDR: cannot listen on {}: {error}", facade.http_addr), 1),
+    };
+    // The facade talks to this process's identity service, wherever it was bound.
+    if let Ok(address) = grpc.local_addr() {
+        facade.identity_url = format!("http://{address}");
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let identity_task = tokio::spawn(identity_service::serve(identity, grpc, until_stopped(stopped.clone())));
+    let facade_task = tokio::spawn(graphql_facade::serve(facade, http, until_stopped(stopped)));
+    tokio::pin!(identity_task, facade_task);
+    let first = tokio::select! {
+        _ = shutdown_signal() => None,
+        result = &mut identity_task => Some(result.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))),
+        result = &mut facade_task => Some(result.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))),
+    };
+    let _ = stop.send(true);
+    let (identity_result, facade_result) = tokio::join!(identity_task, facade_task);
+    let errors: Vec<String> = [
+        first.and_then(Result::err),
+        identity_result.ok().and_then(Result::err).map(|e| e.to_string()),
+        facade_result.ok().and_then(Result::err).map(|e| e.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match errors.first() {
+        Some(error) => fail(error, 1),
+        None => ExitCode::SUCCESS,
+    }
+}
