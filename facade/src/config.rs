@@ -7,6 +7,7 @@ use clap::Parser;
 /// The GraphQL facade: every request authenticated through the identity service.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "graphql-facade", version, about)]
+#[group(id = "facade")]
 pub struct Config {
     /// Where the facade listens for HTTP.
     #[arg(long, env = "FACADE_HTTP_ADDR", value_name = "FACADE_HTTP_ADDR", default_value = "127.0.0.1:8080")]

@@ -109,3 +109,65 @@ async fn grpcurl_lists_and_describes_the_services_by_reflection() {
             .unwrap();
     assert!(principal.contains("google.protobuf.Struct"), "{principal}");
 }
+
+/// Reads JSON log lines until each of `messages` has said where it listens, in any order.
+fn listening_addresses(lines: &mut impl Iterator<Item = String>, messages: [&str; 2]) -> [String; 2] {
+    let mut found: [Option<String>; 2] = [None, None];
+    for line in lines.by_ref() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if let Some(index) = messages.iter().position(|message| entry["fields"]["message"] == *message) {
+            let address = entry["fields"]["address"].as_str().unwrap_or_default();
+            found[index] = Some(address.trim_start_matches("Some(").trim_end_matches(')').to_owned());
+        }
+        if let [Some(first), Some(second)] = &found {
+            return [first.clone(), second.clone()];
+        }
+    }
+    panic!("the stack never said where it listens: {found:?}");
+}
+
+#[test]
+fn the_stack_binary_serves_graphql_through_its_own_identity_service() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary("identity-stack"))
+        .env_clear()
+        .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
+        .env("FACADE_HTTP_ADDR", "127.0.0.1:0")
+        .env("IDENTITY_JWT_ALG", "ES256")
+        .env("LOG_FORMAT", "json")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Whatever happens, the child does not outlive a minute.
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let [grpc, http] = listening_addresses(&mut lines, ["identity service listening", "graphql facade listening"]);
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let created = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://{http}/graphql"))
+            .json(&serde_json::json!({"query": "mutation { createUser(username: \"sid\", password: \"correct horse battery\", email: \"sid@example.com\") { user { username } token } }"}))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(created["data"]["createUser"]["user"]["username"], "sid", "{created}");
+    assert!(!grpc.is_empty());
+    // The default SQLite file was created under ./data of the working directory.
+    assert!(dir.path().join("data/identity.db").exists());
+}

@@ -9,6 +9,7 @@ use identity_core::{JwtAlg, PasswordCost, Secret, Settings, StoreOptions, Thrott
 /// The identity service: users, sessions and tokens over gRPC.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "identity-service", version, about)]
+#[group(id = "identity")]
 pub struct Config {
     /// Database: any `sqlite:` or `postgres://` URL. SQLite files and their directory are
     /// created; the schema is migrated on start.

@@ -82,3 +82,15 @@ async fn main() -> ExitCode {
         None => ExitCode::SUCCESS,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
