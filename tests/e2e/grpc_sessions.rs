@@ -320,3 +320,21 @@ async fn refresh_token_theft_is_announced_to_the_session_watcher() {
     let event = next_event(&mut stream).await;
     assert_eq!((event.kind(), event.reason.as_str()), (pb::SessionEventKind::Revoked, "refresh_token_reuse"));
 }
+
+#[tokio::test]
+async fn shutting_down_ends_open_watch_streams_instead_of_waiting_for_them() {
+    let db = TestDb::new().await;
+    let service = Service::start(config(&db)).await;
+    sign_up(&mut service.users(), "ola").await;
+    let login = log_in(&mut service.auth(), "ola").await;
+    let mut stream = service
+        .auth()
+        .watch_session(bearer(pb::WatchSessionRequest {}, &login.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    // stop() fails the test if graceful shutdown hangs on the open stream.
+    service.stop().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(15), stream.next()).await.expect("the stream ends");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+}

@@ -172,12 +172,11 @@ impl Service {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        // A watch stream may hold the server open: bound the wait.
         let task = self.task.take().unwrap();
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
-            Ok(joined) => joined.unwrap(),
-            Err(_) => Ok(()),
-        }
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("graceful shutdown did not finish: something holds the server open")
+            .unwrap()
     }
 }
 

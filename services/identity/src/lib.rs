@@ -91,6 +91,11 @@ pub async fn serve(
         })
     };
 
+    let (stopping_sender, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_sender.send(true);
+    };
     let address = listener.local_addr().ok();
     tracing::info!(?address, "identity service listening");
     let served = Server::builder()
@@ -100,7 +105,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(UserServiceServer::new(grpc::users::Users::new(identity.clone())))
-        .add_service(AuthServiceServer::new(grpc::auth::Auth::new(identity.clone())))
+        .add_service(AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), stopping)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await;
     watcher.abort();

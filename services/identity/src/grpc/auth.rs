@@ -5,6 +5,7 @@ use std::pin::Pin;
 use futures::Stream;
 use identity_core::{CoreError, Credential, Identity, SessionEvent, SessionEventKind};
 use identity_proto::pb::{self, auth_service_server::AuthService};
+use tokio::sync::watch;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
@@ -15,11 +16,14 @@ use super::{
 
 pub struct Auth {
     identity: Identity,
+    /// Turns true when the server shuts down: open `WatchSession` streams end then, or
+    /// graceful shutdown would wait for them forever.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Auth {
-    pub fn new(identity: Identity) -> Self {
-        Auth { identity }
+    pub fn new(identity: Identity, stopping: watch::Receiver<bool>) -> Self {
+        Auth { identity, stopping }
     }
 }
 
@@ -172,7 +176,11 @@ impl AuthService for Auth {
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         let caller =
             caller(&self.identity, &request).await.status()?.ok_or_else(|| to_status(CoreError::Unauthenticated))?;
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
         let events = ReceiverStream::new(self.identity.watch_session(&caller)).map(|e| Ok(event(e)));
-        Ok(Response::new(Box::pin(events)))
+        Ok(Response::new(Box::pin(futures::StreamExt::take_until(events, stopped))))
     }
 }
