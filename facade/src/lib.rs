@@ -14,7 +14,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use poem::{
     EndpointExt, Route, Server, get,
     listener::{Acceptor, TcpAcceptor},
-    middleware::{CookieJarManager, Tracing},
+    middleware::CookieJarManager,
 };
 
 pub use config::{Config, ConfigError};
@@ -51,8 +51,9 @@ pub async fn serve(
     let app = Route::new()
         .at("/graphql", get(http::get).post(http::post))
         .data(state)
-        .with(CookieJarManager::new())
-        .with(Tracing);
+        // No request-logging middleware: it would log query strings, and a GET query may
+        // carry a token.
+        .with(CookieJarManager::new());
     let acceptor = TcpAcceptor::from_tokio(listener).map_err(StartError::Listen)?;
     let address = acceptor.local_addr().first().and_then(|addr| addr.as_socket_addr().copied());
     tracing::info!(?address, identity = %config.identity_url, "graphql facade listening");
