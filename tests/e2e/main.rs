@@ -9,3 +9,4 @@ mod graphql;
 mod grpc_auth;
 mod grpc_sessions;
 mod grpc_users;
+mod storage;
