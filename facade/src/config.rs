@@ -43,6 +43,27 @@ pub struct Config {
     #[arg(long, env = "FACADE_MAX_BODY_BYTES", value_name = "FACADE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Most websockets open at once for one session (more are refused with 4429).
+    #[arg(
+        long,
+        env = "FACADE_WS_MAX_SOCKETS_PER_SESSION",
+        value_name = "FACADE_WS_MAX_SOCKETS_PER_SESSION",
+        default_value_t = 8
+    )]
+    pub ws_max_sockets_per_session: usize,
+
+    /// Most subscriptions running at once on one websocket.
+    #[arg(long, env = "FACADE_WS_MAX_SUBSCRIPTIONS", value_name = "FACADE_WS_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    pub ws_max_subscriptions: usize,
+
+    /// A websocket that has not sent `connection_init` by then is closed with 4408.
+    #[arg(long, env = "FACADE_WS_INIT_TIMEOUT", value_name = "FACADE_WS_INIT_TIMEOUT", default_value = "10s")]
+    pub ws_init_timeout: humantime::Duration,
+
+    /// How often the facade pings each websocket (keep-alive through proxies).
+    #[arg(long, env = "FACADE_WS_PING_INTERVAL", value_name = "FACADE_WS_PING_INTERVAL", default_value = "25s")]
+    pub ws_ping_interval: humantime::Duration,
+
     /// Serve GraphiQL to browsers at `GET /graphql`.
     #[arg(
         long,
@@ -76,6 +97,8 @@ impl Config {
             ("FACADE_MAX_DEPTH", self.max_depth),
             ("FACADE_MAX_COMPLEXITY", self.max_complexity),
             ("FACADE_MAX_BODY_BYTES", self.max_body_bytes),
+            ("FACADE_WS_MAX_SOCKETS_PER_SESSION", self.ws_max_sockets_per_session),
+            ("FACADE_WS_MAX_SUBSCRIPTIONS", self.ws_max_subscriptions),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));

@@ -20,7 +20,10 @@ use poem::{
 pub use config::{Config, ConfigError};
 
 use crate::{
-    graphql::http::{self, GraphqlState},
+    graphql::{
+        http::{self, GraphqlState},
+        websocket,
+    },
     identity::IdentityClient,
 };
 
@@ -46,10 +49,21 @@ pub async fn serve(
         complexity: config.max_complexity,
         aliases: config.max_aliases,
     });
-    let state =
-        Arc::new(GraphqlState { schema, identity, max_body_bytes: config.max_body_bytes, graphiql: config.graphiql });
+    let state = Arc::new(GraphqlState {
+        schema,
+        identity,
+        max_body_bytes: config.max_body_bytes,
+        graphiql: config.graphiql,
+        sockets: websocket::Sockets::new(websocket::SocketLimits {
+            per_session: config.ws_max_sockets_per_session,
+            subscriptions: config.ws_max_subscriptions,
+            init_timeout: config.ws_init_timeout.into(),
+            ping_interval: config.ws_ping_interval.into(),
+        }),
+    });
     let app = Route::new()
         .at("/graphql", get(http::get).post(http::post))
+        .at("/graphql/ws", get(websocket::upgrade))
         .data(state)
         // No request-logging middleware: it would log query strings, and a GET query may
         // carry a token.

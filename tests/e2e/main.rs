@@ -10,3 +10,4 @@ mod grpc_auth;
 mod grpc_sessions;
 mod grpc_users;
 mod storage;
+mod subscriptions;

@@ -318,6 +318,74 @@ impl Gql {
     }
 }
 
+// === WsClient ===
+
+/// What the server sent on a websocket.
+#[derive(Debug)]
+pub enum Frame {
+    Json(serde_json::Value),
+    Closed(u16, String),
+}
+
+/// A GraphQL websocket client speaking `graphql-transport-ws` (or the legacy `graphql-ws`).
+pub struct WsClient {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Opens `/graphql/ws` with `protocol`, sending `cookie` on the upgrade request if given.
+    pub async fn connect(facade: &Facade, protocol: &str, cookie: Option<&str>) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/graphql/ws", facade.addr).into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("cookie", cookie.parse().unwrap());
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+        WsClient { socket }
+    }
+
+    pub async fn send(&mut self, message: serde_json::Value) {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        self.socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    }
+
+    /// The next JSON message or the close, skipping pings; fails after 15 s of silence.
+    pub async fn next(&mut self) -> Frame {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(15), self.socket.next())
+                .await
+                .expect("the server said nothing for 15 s");
+            match message {
+                Some(Ok(Message::Text(text))) => return Frame::Json(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map_or(Frame::Closed(1005, String::new()), |frame| {
+                        Frame::Closed(frame.code.into(), frame.reason.to_string())
+                    });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Frame::Closed(1006, error.to_string()),
+                None => return Frame::Closed(1006, "the connection dropped".into()),
+            }
+        }
+    }
+
+    /// `connection_init` with `payload`; returns what the server answered.
+    pub async fn init(&mut self, payload: serde_json::Value) -> Frame {
+        self.send(serde_json::json!({"type": "connection_init", "payload": payload})).await;
+        self.next().await
+    }
+
+    /// `subscribe` (graphql-transport-ws) with `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str) {
+        self.send(serde_json::json!({"id": id, "type": "subscribe", "payload": {"query": query}})).await;
+    }
+}
+
 /// The `extensions.code` of the first error of a response.
 pub fn error_code(body: &serde_json::Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))

@@ -32,6 +32,7 @@ pub struct GraphqlState {
     pub identity: IdentityClient,
     pub max_body_bytes: usize,
     pub graphiql: bool,
+    pub sockets: super::websocket::Sockets,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +161,11 @@ pub async fn get(
 ) -> Response {
     let accept = request.header(header::ACCEPT).unwrap_or_default();
     if !pairs.contains_key("query") && state.graphiql && accept.contains("text/html") {
-        let page = GraphiQLSource::build().endpoint("/graphql").title("identity").finish();
+        let page = GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("identity")
+            .finish();
         return Response::builder().content_type("text/html; charset=utf-8").body(page);
     }
     let Some(format) = negotiate(Some(accept)) else {

@@ -3,8 +3,10 @@
 pub mod auth;
 pub mod http;
 pub mod sessions;
+pub mod subscriptions;
 pub mod types;
 pub mod users;
+pub mod websocket;
 
 use std::sync::{
     Arc,
@@ -12,7 +14,7 @@ use std::sync::{
 };
 
 use async_graphql::{
-    EmptySubscription, MergedObject, Response, Schema, ServerError, ServerResult, Variables,
+    MergedObject, Response, Schema, ServerError, ServerResult, Variables,
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery},
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
@@ -23,7 +25,7 @@ pub struct Query(auth::AuthQuery, users::UsersQuery, sessions::SessionsQuery);
 #[derive(MergedObject, Default)]
 pub struct Mutation(auth::AuthMutation, users::UsersMutation, sessions::SessionsMutation);
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
 /// Bounds on what one query may ask for.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +36,7 @@ pub struct Limits {
 }
 
 pub fn schema(limits: Limits) -> AppSchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), subscriptions::Subscription)
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity)
         .limit_recursive_depth(32)

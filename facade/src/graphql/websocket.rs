@@ -1,0 +1,334 @@
+//! `/graphql/ws`: GraphQL over websockets (`graphql-transport-ws`, and the legacy
+//! `graphql-ws`), authenticated once at connect and closed the moment the session dies.
+//!
+//! Authentication: the `connection_init` payload `{"authorization": "Bearer …"}` or
+//! `{"sessionToken": "…"}`, else the credential of the upgrade request (the `sessionid`
+//! cookie, or `Authorization`), checked through `Authenticate`. Each authenticated socket
+//! holds one `WatchSession` stream; a terminal event (REVOKED, EXPIRED) is published to the
+//! socket's `sessionEvents` subscribers and the socket is closed with 4401 right after.
+//!
+//! Close codes:
+//! - 4403 Forbidden: no credential, or a dead one (graphql-ws clients do not retry it);
+//! - 4401 Unauthorized: the session died while the socket was open;
+//! - 4408: no `connection_init` within the timeout (the protocol's code);
+//! - 4429: too many sockets for one session;
+//! - 1012 Service Restart: the watch on the identity service ended (it restarted or went
+//!   away) — the socket is not left silently authenticated, and clients reconnect and are
+//!   checked again;
+//! - 1013 Try Again Later: the identity service could not be asked at connect.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_graphql::{
+    Data,
+    http::{ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphqlWebSocket, WsMessage},
+};
+use async_graphql_poem::GraphQLProtocol;
+use futures::{SinkExt, StreamExt, future};
+use identity_proto::pb;
+use poem::{
+    IntoResponse, Request, handler,
+    web::{
+        Data as PoemData,
+        websocket::{Message, WebSocket, WebSocketStream},
+    },
+};
+use tokio::{sync::broadcast, task::JoinHandle};
+
+use super::{
+    http::{GraphqlState, client_info, credential},
+    subscriptions::{SessionEvent, SocketEvents},
+};
+use crate::context::{Caller, ClientInfo, Credential, RequestContext};
+
+/// Bounds and timers of the websockets.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketLimits {
+    pub per_session: usize,
+    pub subscriptions: usize,
+    pub init_timeout: Duration,
+    pub ping_interval: Duration,
+}
+
+/// Open sockets per session.
+pub struct Sockets {
+    pub limits: SocketLimits,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One socket counted against its session; uncounted when dropped.
+struct SocketSlot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    session_id: String,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(count) = open.get_mut(&self.session_id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.session_id);
+            }
+        }
+    }
+}
+
+impl Sockets {
+    pub fn new(limits: SocketLimits) -> Self {
+        Sockets { limits, open: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    fn take_slot(&self, session_id: &str) -> Option<SocketSlot> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(session_id.to_owned()).or_insert(0);
+        if *count >= self.limits.per_session {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot { open: Arc::clone(&self.open), session_id: session_id.to_owned() })
+    }
+}
+
+/// How a socket ends, when the facade ends it.
+type Close = (u16, String);
+
+/// What the socket owns once authenticated: dropped (and the watch stopped) when it closes.
+#[derive(Default)]
+struct Held {
+    watch: Option<JoinHandle<()>>,
+    slot: Option<SocketSlot>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
+    }
+}
+
+#[handler]
+pub async fn upgrade(
+    request: &Request,
+    socket: WebSocket,
+    protocol: GraphQLProtocol,
+    PoemData(state): PoemData<&Arc<GraphqlState>>,
+) -> impl IntoResponse {
+    let upgrade_credential = credential(request);
+    let client = client_info(request);
+    let state = Arc::clone(state);
+    socket
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| serve(stream, protocol, state, upgrade_credential, client))
+}
+
+/// The credential of a `connection_init` payload, if it names one.
+fn payload_credential(payload: &serde_json::Value) -> Option<Credential> {
+    if let Some(value) = payload.get("authorization").or_else(|| payload.get("Authorization")).and_then(|v| v.as_str())
+    {
+        return Credential::from_authorization(value);
+    }
+    payload
+        .get("sessionToken")
+        .and_then(|v| v.as_str())
+        .filter(|token| !token.is_empty())
+        .map(|token| Credential::Session(token.to_owned()))
+}
+
+async fn serve(
+    stream: WebSocketStream,
+    protocol: GraphQLProtocol,
+    state: Arc<GraphqlState>,
+    upgrade_credential: Option<Credential>,
+    client: ClientInfo,
+) {
+    let (mut sink, incoming) = stream.split();
+    let incoming = incoming.take_while(|message| future::ready(message.is_ok())).filter_map(|message| {
+        future::ready(message.ok().filter(|m| m.is_text() || m.is_binary()).map(Message::into_bytes))
+    });
+
+    let held = Arc::new(Mutex::new(Held::default()));
+    let refusal: Arc<Mutex<Option<Close>>> = Arc::default();
+    let initialised = Arc::new(AtomicBool::new(false));
+    let (end, ended) = tokio::sync::oneshot::channel::<Close>();
+
+    let on_init = {
+        let (state, held, refusal, initialised) =
+            (Arc::clone(&state), Arc::clone(&held), Arc::clone(&refusal), Arc::clone(&initialised));
+        move |payload: serde_json::Value| async move {
+            let refuse = |code: u16, message: &str| {
+                if let Ok(mut refusal) = refusal.lock() {
+                    *refusal = Some((code, message.to_owned()));
+                }
+                Err(async_graphql::Error::new(message))
+            };
+            let Some(credential) = payload_credential(&payload).or(upgrade_credential) else {
+                return refuse(4403, "Forbidden: no credential");
+            };
+            let context = match RequestContext::resolve(state.identity.clone(), Some(credential), client).await {
+                Ok(context) => context,
+                Err(_) => return refuse(1013, "the identity service is unavailable; retry later"),
+            };
+            let principal = match &context.caller {
+                Caller::User(principal) => principal.clone(),
+                Caller::Rejected(error) => return refuse(4403, &format!("Forbidden: {}", error.message)),
+                Caller::Anonymous => return refuse(4403, "Forbidden: no credential"),
+            };
+            let Some(slot) = state.sockets.take_slot(&principal.session_id) else {
+                return refuse(4429, "too many sockets for this session");
+            };
+            let (events, _) = broadcast::channel(16);
+            let watch = match context.as_caller(pb::WatchSessionRequest {}) {
+                Ok(request) => request,
+                Err(error) => return refuse(4403, &format!("Forbidden: {}", error.message)),
+            };
+            let watch = tokio::spawn(watch_session(state.identity.auth(), watch, events.clone(), end));
+            if let Ok(mut held) = held.lock() {
+                held.watch = Some(watch);
+                held.slot = Some(slot);
+            }
+            initialised.store(true, Ordering::Relaxed);
+            let mut data = Data::default();
+            data.insert(context);
+            data.insert(SocketEvents {
+                events,
+                running: Arc::new(AtomicUsize::new(0)),
+                max_running: state.sockets.limits.subscriptions,
+            });
+            Ok(data)
+        }
+    };
+
+    let graphql = GraphqlWebSocket::new(state.schema.clone(), incoming, protocol.0).on_connection_init(on_init);
+    let limits = state.sockets.limits;
+    let closing = {
+        let initialised = Arc::clone(&initialised);
+        async move {
+            let init_timeout = async {
+                tokio::time::sleep(limits.init_timeout).await;
+                if initialised.load(Ordering::Relaxed) {
+                    future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                Ok(close) = ended => close,
+                () = init_timeout => (4408, "Connection initialisation timeout".to_owned()),
+            }
+        }
+    };
+    let mut closing = Box::pin(closing);
+    let mut graphql = Box::pin(graphql);
+    let mut ping = tokio::time::interval(limits.ping_interval);
+    ping.reset();
+
+    let close = loop {
+        tokio::select! {
+            message = graphql.next() => match message {
+                Some(WsMessage::Text(text)) => {
+                    if sink.send(Message::Text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                // An init refused: our code (4403, 4429, 1013) rather than async-graphql's 1002.
+                Some(WsMessage::Close(code, reason)) => break refused(&refusal).unwrap_or((code, reason)),
+                // The stream ended: the client left, or (legacy protocol) init was refused.
+                None => match refused(&refusal) {
+                    Some(close) => break close,
+                    None => return,
+                },
+            },
+            close = &mut closing => break close,
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Vec::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = sink.send(Message::close_with(close.0, close.1)).await;
+    let _ = sink.close().await;
+    drop(held);
+}
+
+fn refused(refusal: &Mutex<Option<Close>>) -> Option<Close> {
+    refusal.lock().ok().and_then(|mut refusal| refusal.take())
+}
+
+/// Follows the session on the identity service: every event goes to the socket's
+/// subscribers; after an event that ends the session, or when the watch itself ends, the
+/// socket is closed.
+async fn watch_session(
+    mut auth: pb::auth_service_client::AuthServiceClient<tonic::transport::Channel>,
+    request: tonic::Request<pb::WatchSessionRequest>,
+    events: broadcast::Sender<SessionEvent>,
+    end: tokio::sync::oneshot::Sender<Close>,
+) {
+    let close = match auth.watch_session(request).await {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            loop {
+                match stream.next().await {
+                    Some(Ok(message)) => {
+                        let Some(event) = SessionEvent::from_pb(message) else { continue };
+                        let last = event.ends_session();
+                        let _ = events.send(event);
+                        if last {
+                            // Let the event reach the client before the close does.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            break (4401, "Unauthorized: the session has ended".to_owned());
+                        }
+                    }
+                    Some(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
+                        break (4401, "Unauthorized: the session has ended".to_owned());
+                    }
+                    Some(Err(_)) | None => break (1012, "the identity service restarted; reconnect".to_owned()),
+                }
+            }
+        }
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            (4401, "Unauthorized: the session has ended".to_owned())
+        }
+        Err(_) => (1012, "the identity service is unavailable; reconnect".to_owned()),
+    };
+    let _ = end.send(close);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_payloads_name_a_bearer_or_a_session_token() {
+        let bearer = payload_credential(&serde_json::json!({"authorization": "Bearer abc"}));
+        assert_eq!(bearer, Some(Credential::Bearer("abc".into())));
+        let session = payload_credential(&serde_json::json!({"sessionToken": "s"}));
+        assert_eq!(session, Some(Credential::Session("s".into())));
+        assert_eq!(payload_credential(&serde_json::json!({})), None);
+        assert_eq!(payload_credential(&serde_json::Value::Null), None);
+    }
+
+    #[test]
+    fn sockets_per_session_are_bounded_and_released() {
+        let sockets = Sockets::new(SocketLimits {
+            per_session: 2,
+            subscriptions: 1,
+            init_timeout: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(1),
+        });
+        let first = sockets.take_slot("s").unwrap();
+        let _second = sockets.take_slot("s").unwrap();
+        assert!(sockets.take_slot("s").is_none());
+        assert!(sockets.take_slot("other").is_some());
+        drop(first);
+        assert!(sockets.take_slot("s").is_some());
+    }
+}
