@@ -106,7 +106,9 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(UserServiceServer::new(grpc::users::Users::new(identity.clone())))
         .add_service(AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), stopping)))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        // Without TCP_NODELAY, Nagle's algorithm and the peer's delayed ACK hold every small
+        // response back ~40 ms: measured 44 ms per authenticated facade request, 0.3 ms with.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await;
     watcher.abort();
     identity.close().await;
