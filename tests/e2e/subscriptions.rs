@@ -220,3 +220,16 @@ async fn subscriptions_per_socket_are_bounded() {
     assert_eq!(refused["id"], "2", "{refused}");
     assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "TOO_MANY_REQUESTS", "{refused}");
 }
+
+#[tokio::test]
+async fn an_oversized_message_closes_the_socket() {
+    let db = TestDb::new().await;
+    let identity = config(&db);
+    let stack = Stack::start_with(db, identity, |facade| facade.max_body_bytes = 4096).await;
+    let login = user(&stack, "ivo").await;
+    let mut socket = WsClient::connect(&stack.facade, TRANSPORT_WS, None).await;
+    assert_acked(socket.init(json!({"sessionToken": login.session_token})).await);
+    let huge = format!("{{ __typename }} # {}", "x".repeat(8192));
+    socket.send(json!({"id": "1", "type": "subscribe", "payload": {"query": huge}})).await;
+    assert!(matches!(socket.next().await, Frame::Closed(..)), "an 8 KiB message was accepted");
+}

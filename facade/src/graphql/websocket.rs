@@ -37,7 +37,7 @@ use poem::{
     IntoResponse, Request, handler,
     web::{
         Data as PoemData,
-        websocket::{Message, WebSocket, WebSocketStream},
+        websocket::{Message, WebSocket, WebSocketConfig, WebSocketStream},
     },
 };
 use tokio::{sync::broadcast, task::JoinHandle};
@@ -126,7 +126,17 @@ pub async fn upgrade(
     let upgrade_credential = credential(request);
     let client = client_info(request);
     let state = Arc::clone(state);
+    // tungstenite's defaults (128 KiB read and write buffers, 64 MiB messages) would cost
+    // ~160 KiB per idle socket and let one client send 64 MiB: GraphQL messages are small.
+    let max_message = state.max_body_bytes;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
     socket
+        .config(config)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| serve(stream, protocol, state, upgrade_credential, client))
 }
