@@ -24,6 +24,12 @@ impl AuthQuery {
     }
 }
 
+/// Logs in on the identity service as nobody in particular (a public operation).
+pub(super) async fn login(request: &RequestContext, username: String, password: String) -> Result<pb::LoginResponse> {
+    let login = request.identity.auth().login(request.anonymous(pb::LoginRequest { username, password })).await;
+    Ok(login.graphql()?.into_inner())
+}
+
 #[derive(Default)]
 pub struct AuthMutation;
 
@@ -32,13 +38,7 @@ impl AuthMutation {
     /// Log in with username (or email) and password: an access token and a refresh token.
     async fn token_auth(&self, ctx: &Context<'_>, username: String, password: String) -> Result<ObtainJsonWebToken> {
         let request = ctx.data::<RequestContext>()?;
-        let login = request
-            .identity
-            .auth()
-            .login(request.anonymous(pb::LoginRequest { username, password }))
-            .await
-            .graphql()?
-            .into_inner();
+        let login = login(request, username, password).await?;
         let user = login.user.ok_or_else(ApiError::unauthenticated).graphql()?;
         Ok(ObtainJsonWebToken {
             payload: GenericScalar(token_payload(&login.access_token)),

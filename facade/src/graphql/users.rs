@@ -64,13 +64,7 @@ impl UsersMutation {
         };
         let created = request.identity.users().create_user(request.anonymous(message)).await.graphql()?.into_inner();
         let user = created.user.ok_or_else(|| ApiError::new(ErrorKind::Internal, "internal error")).graphql()?;
-        let login = request
-            .identity
-            .auth()
-            .login(request.anonymous(pb::LoginRequest { username, password }))
-            .await
-            .graphql()?
-            .into_inner();
+        let login = super::auth::login(request, username, password).await?;
         Ok(CreateUser {
             profile: Profile { role: user.role.clone() },
             user: User::from(user),
