@@ -131,10 +131,15 @@ impl Identity {
             return Err(CoreError::invalid("password", "must not be empty"));
         }
         let settings = &self.settings().throttle;
-        let keys = throttle::Keys::new(settings, &crate::users::key(login.trim()), &client.ip);
+        let found = self.find_login(login).await?;
+        // Count against the user, not the string typed: username and email are one account.
+        let account = match &found {
+            Some((user, _)) => format!("id:{}", user.id),
+            None => crate::users::key(login.trim()),
+        };
+        let keys = throttle::Keys::new(settings, &account, &client.ip);
         throttle::check(self.db(), &keys).await?;
 
-        let found = self.find_login(login).await?;
         let hash = found.as_ref().map(|(_, credential)| credential.password_hash.as_str());
         let verdict = self.passwords().verify(password, hash).await?;
         let (user, credential) = match (found, &verdict) {
