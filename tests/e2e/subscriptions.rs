@@ -233,3 +233,14 @@ async fn an_oversized_message_closes_the_socket() {
     socket.send(json!({"id": "1", "type": "subscribe", "payload": {"query": huge}})).await;
     assert!(matches!(socket.next().await, Frame::Closed(..)), "an 8 KiB message was accepted");
 }
+
+#[tokio::test]
+async fn idle_sockets_are_kept_alive_with_pings() {
+    let db = TestDb::new().await;
+    let identity = config(&db);
+    let stack = Stack::start_with(db, identity, |facade| facade.ws_ping_interval = secs(1)).await;
+    let login = user(&stack, "jan").await;
+    let mut socket = WsClient::connect(&stack.facade, TRANSPORT_WS, None).await;
+    assert_acked(socket.init(json!({"sessionToken": login.session_token})).await);
+    assert!(socket.ping_within(std::time::Duration::from_secs(10)).await, "no ping from the server");
+}

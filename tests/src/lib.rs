@@ -374,6 +374,21 @@ impl WsClient {
         }
     }
 
+    /// Waits for a websocket Ping frame, ignoring everything else; false after `limit`.
+    pub async fn ping_within(&mut self, limit: Duration) -> bool {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let wait = async {
+            while let Some(Ok(message)) = self.socket.next().await {
+                if matches!(message, Message::Ping(_)) {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
     /// `connection_init` with `payload`; returns what the server answered.
     pub async fn init(&mut self, payload: serde_json::Value) -> Frame {
         self.send(serde_json::json!({"type": "connection_init", "payload": payload})).await;
