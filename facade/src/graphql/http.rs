@@ -241,6 +241,10 @@ async fn execute(request: &Request, state: &GraphqlState, params: Params, format
 }
 
 fn render(response: &async_graphql::Response, executed: bool, format: Format) -> Response {
+    // The common case needs no editing: serialize once, straight to bytes.
+    if executed && response.errors.is_empty() {
+        return json_bytes(format, StatusCode::OK, serde_json::to_vec(response).unwrap_or_default());
+    }
     let mut body = serde_json::to_value(response).unwrap_or_else(|_| serde_json::json!({}));
     if let Some(object) = body.as_object_mut() {
         if !executed {
@@ -287,10 +291,11 @@ fn not_acceptable() -> Response {
 }
 
 fn json_response(format: Format, status: StatusCode, body: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type(format.content_type())
-        .body(serde_json::to_vec(body).unwrap_or_default())
+    json_bytes(format, status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn json_bytes(format: Format, status: StatusCode, body: Vec<u8>) -> Response {
+    Response::builder().status(status).content_type(format.content_type()).body(body)
 }
 
 #[cfg(test)]
