@@ -2,62 +2,38 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum, error::ErrorKind};
+use clap::Parser;
 use graphql_facade::Config;
-use tracing_subscriber::EnvFilter;
+use stack_process::{Logging, bind, fail, parse, shutdown_signal};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
+const PROGRAM: &str = "graphql-facade";
 
 #[derive(Debug, Parser)]
 #[command(name = "graphql-facade", version, about = "The GraphQL facade of the identity service.")]
 struct Cli {
     #[command(flatten)]
     config: Config,
-    /// Log format: text or json. The filter is RUST_LOG (default "info").
-    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logging: Logging,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match parse(PROGRAM) {
         Ok(cli) => cli,
-        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => error.exit(),
-        Err(error) => {
-            let text = error.to_string();
-            eprintln!("graphql-facade: {}", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match cli.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().with_env_filter(filter).json().init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-    }
+    cli.logging.init();
     if let Err(error) = cli.config.validate() {
-        eprintln!("graphql-facade: {error}");
-        return ExitCode::from(2);
+        return fail(PROGRAM, error, 2);
     }
-    let listener = match tokio::net::TcpListener::bind(cli.config.http_addr).await {
+    let listener = match bind(PROGRAM, "FACADE_HTTP_ADDR", cli.config.http_addr).await {
         Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("graphql-facade: FACADE_HTTP_ADDR: cannot listen on {}: {error}", cli.config.http_addr);
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match graphql_facade::serve(cli.config, listener, shutdown).await {
+    match graphql_facade::serve(cli.config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("graphql-facade: {error}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(PROGRAM, error, 1),
     }
 }
 

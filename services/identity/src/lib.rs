@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod grpc;
-pub mod process;
 
 use std::{future::Future, time::Duration};
 

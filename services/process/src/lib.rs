@@ -1,6 +1,12 @@
-//! What a binary of the stack does around serving: logging and the shutdown signal.
+//! What every binary of the stack does around serving: the command line (a bad value is one
+//! line naming the setting, exit 2), logging, binding its port, and the shutdown signal. It
+//! knows neither the identity domain nor HTTP, so the service, the facade and the stack all
+//! use it without depending on each other.
 
-use clap::ValueEnum;
+use std::{fmt::Display, net::SocketAddr, process::ExitCode};
+
+use clap::{Args, Parser, ValueEnum, error::ErrorKind};
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -9,14 +15,50 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stdout, filtered by RUST_LOG (default "info").
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+/// The logging settings every binary shares.
+#[derive(Debug, Clone, Args)]
+#[group(id = "logging")]
+pub struct Logging {
+    /// Log format: text or json. The filter is RUST_LOG (default "info").
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Logging {
+    /// Logs to stdout, filtered by RUST_LOG (default "info").
+    pub fn init(&self) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        match self.log_format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => builder.init(),
+        }
     }
+}
+
+/// One line on stderr, naming the program, and the exit code.
+pub fn fail(program: &str, message: impl Display, code: u8) -> ExitCode {
+    eprintln!("{program}: {message}");
+    ExitCode::from(code)
+}
+
+/// Parses the command line and environment. `--help` and `--version` print and exit; a bad
+/// value is one line naming the setting, exit 2.
+pub fn parse<C: Parser>(program: &str) -> Result<C, ExitCode> {
+    C::try_parse().map_err(|error| {
+        if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            error.exit();
+        }
+        let text = error.to_string();
+        fail(program, text.lines().next().unwrap_or_default().trim_start_matches("error: "), 2)
+    })
+}
+
+/// Binds `address`, or fails naming `setting`.
+pub async fn bind(program: &str, setting: &str, address: SocketAddr) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|error| fail(program, format!("{setting}: cannot listen on {address}: {error}"), 1))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -4,9 +4,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, error::ErrorKind};
-use identity_service::process::{LogFormat, init_tracing, shutdown_signal};
-use tokio::{net::TcpListener, sync::watch};
+use clap::Parser;
+use stack_process::{Logging, bind, fail, parse, shutdown_signal};
+use tokio::sync::watch;
+
+const PROGRAM: &str = "identity-stack";
 
 #[derive(Debug, Parser)]
 #[command(name = "identity-stack", version, about = "The identity service and its GraphQL facade, together.")]
@@ -15,40 +17,31 @@ struct Cli {
     identity: identity_service::Config,
     #[command(flatten)]
     facade: graphql_facade::Config,
-    /// Log format: text or json. The filter is RUST_LOG (default "info").
-    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-}
-
-fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("identity-stack: {message}");
-    ExitCode::from(code)
+    #[command(flatten)]
+    logging: Logging,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match parse(PROGRAM) {
         Ok(cli) => cli,
-        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => error.exit(),
-        Err(error) => {
-            return fail(error.to_string().lines().next().unwrap_or_default().trim_start_matches("error: "), 2);
-        }
+        Err(code) => return code,
     };
-    init_tracing(cli.log_format);
+    cli.logging.init();
     let (identity, mut facade) = (cli.identity, cli.facade);
     if let Err(error) = identity.settings().and_then(|_| identity.bootstrap_manager()) {
-        return fail(error, 2);
+        return fail(PROGRAM, error, 2);
     }
     if let Err(error) = facade.validate() {
-        return fail(error, 2);
+        return fail(PROGRAM, error, 2);
     }
-    let grpc = match TcpListener::bind(identity.grpc_addr).await {
+    let grpc = match bind(PROGRAM, "IDENTITY_GRPC_ADDR", identity.grpc_addr).await {
         Ok(listener) => listener,
-        Err(error) => return fail(format!("IDENTITY_GRPC_ADDR: cannot listen on {}: {error}", identity.grpc_addr), 1),
+        Err(code) => return code,
     };
-    let http = match TcpListener::bind(facade.http_addr).await {
+    let http = match bind(PROGRAM, "FACADE_HTTP_ADDR", facade.http_addr).await {
         Ok(listener) => listener,
-        Err(error) => return fail(format!("FACADE_HTTP_ADDR: cannot listen on {}: {error}", facade.http_addr), 1),
+        Err(code) => return code,
     };
     // The facade talks to this process's identity service, wherever it was bound.
     if let Ok(address) = grpc.local_addr() {
@@ -78,7 +71,7 @@ async fn main() -> ExitCode {
     .flatten()
     .collect();
     match errors.first() {
-        Some(error) => fail(error, 1),
+        Some(error) => fail(PROGRAM, error, 1),
         None => ExitCode::SUCCESS,
     }
 }
