@@ -168,6 +168,25 @@ impl AuthService for Auth {
         Ok(Response::new(pb::GetJwksResponse { keys }))
     }
 
+    async fn get_token_settings(
+        &self,
+        _request: Request<pb::GetTokenSettingsRequest>,
+    ) -> Result<Response<pb::GetTokenSettingsResponse>, Status> {
+        let settings = self.identity.settings();
+        let signing = settings.jwt_alg.name().to_owned();
+        let mut verification: Vec<String> = self.identity.jwks().iter().map(|jwk| jwk.alg.clone()).collect();
+        verification.push(signing.clone());
+        verification.sort();
+        verification.dedup();
+        Ok(Response::new(pb::GetTokenSettingsResponse {
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            signing_algorithm: signing,
+            verification_algorithms: verification,
+            access_ttl: prost_types::Duration::try_from(settings.access_ttl).ok(),
+        }))
+    }
+
     type WatchSessionStream = WatchStream;
 
     async fn watch_session(
