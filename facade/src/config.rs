@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::browser::CookieSecure;
+
 /// The GraphQL facade: every request authenticated through the identity service.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "graphql-facade", version, about)]
@@ -64,6 +66,21 @@ pub struct Config {
     #[arg(long, env = "FACADE_WS_PING_INTERVAL", value_name = "FACADE_WS_PING_INTERVAL", default_value = "25s")]
     pub ws_ping_interval: humantime::Duration,
 
+    /// Whether cookies carry `Secure`: `auto` = Secure unless the issuer (`IDENTITY_ISSUER`, as
+    /// the identity service reports it) is plain-http localhost; `always`; `never`.
+    #[arg(long, env = "FACADE_COOKIE_SECURE", value_name = "FACADE_COOKIE_SECURE", default_value = "auto")]
+    pub cookie_secure: CookieSecure,
+
+    /// The Hasura role of requests without any credential (webhook mode). Unset: such
+    /// requests get 401.
+    #[arg(long, env = "FACADE_HASURA_ANONYMOUS_ROLE", value_name = "FACADE_HASURA_ANONYMOUS_ROLE")]
+    pub hasura_anonymous_role: Option<String>,
+
+    /// The longest Hasura may cache a webhook answer (never longer than the credential lives).
+    /// Revocations reach Hasura within this time.
+    #[arg(long, env = "FACADE_HASURA_CACHE_MAX_AGE", value_name = "FACADE_HASURA_CACHE_MAX_AGE", default_value = "5s")]
+    pub hasura_cache_max_age: humantime::Duration,
+
     /// Serve GraphiQL to browsers at `GET /graphql`.
     #[arg(
         long,
@@ -103,6 +120,9 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
             }
+        }
+        if self.hasura_anonymous_role.as_deref().is_some_and(|role| role.trim().is_empty()) {
+            return Err(ConfigError("FACADE_HASURA_ANONYMOUS_ROLE must not be empty when set".into()));
         }
         Ok(())
     }

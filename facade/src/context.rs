@@ -3,9 +3,11 @@
 //! here; none asks the identity service who is calling.
 
 use identity_proto::pb;
+use poem::{Request, http::header};
 use tonic::metadata::MetadataValue;
 
 use crate::{
+    browser::{BrowserContext, SESSION_COOKIE},
     error::{ApiError, ErrorKind},
     identity::IdentityClient,
 };
@@ -38,6 +40,26 @@ impl Credential {
     }
 }
 
+/// The credential of an HTTP request: `Authorization` first, then the `sessionid` cookie.
+pub fn credential(request: &Request) -> Option<Credential> {
+    if let Some(value) = request.header(header::AUTHORIZATION) {
+        return Credential::from_authorization(value);
+    }
+    request
+        .cookie()
+        .get(SESSION_COOKIE)
+        .map(|cookie| cookie.value_str().to_owned())
+        .filter(|token| !token.is_empty())
+        .map(Credential::Session)
+}
+
+pub fn client_info(request: &Request) -> ClientInfo {
+    ClientInfo {
+        ip: request.remote_addr().as_socket_addr().map(|addr| addr.ip().to_string()).unwrap_or_default(),
+        user_agent: request.header(header::USER_AGENT).unwrap_or_default().chars().take(512).collect(),
+    }
+}
+
 /// Where the end user is, forwarded to the identity service (throttling, session listing).
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -59,6 +81,8 @@ pub struct RequestContext {
     pub credential: Option<Credential>,
     pub caller: Caller,
     pub client: ClientInfo,
+    /// Cookies and the CSRF verdict, for HTTP requests (not websockets).
+    pub browser: Option<BrowserContext>,
 }
 
 impl RequestContext {
@@ -77,11 +101,8 @@ impl RequestContext {
                     Credential::Session(token) => pb::authenticate_request::Credential::SessionToken(token.clone()),
                 };
                 let request = pb::AuthenticateRequest { credential: Some(credential) };
-                match identity.auth().authenticate(request).await {
-                    Ok(response) => match response.into_inner().principal {
-                        Some(principal) => Caller::User(Box::new(principal)),
-                        None => return Err(ApiError::new(ErrorKind::Internal, "internal error")),
-                    },
+                match identity.authenticate(request).await {
+                    Ok(principal) => Caller::User(Box::new(principal)),
                     Err(status) => {
                         let error = ApiError::from(status);
                         match error.kind {
@@ -95,7 +116,18 @@ impl RequestContext {
                 }
             }
         };
-        Ok(RequestContext { identity, credential, caller, client })
+        Ok(RequestContext { identity, credential, caller, client, browser: None })
+    }
+
+    /// The context of an HTTP request: its credential resolved, its cookies at hand.
+    pub async fn of_http(
+        identity: &IdentityClient,
+        cookies: &crate::browser::Cookies,
+        request: &Request,
+    ) -> Result<Self, ApiError> {
+        let mut context = RequestContext::resolve(identity.clone(), credential(request), client_info(request)).await?;
+        context.browser = Some(BrowserContext::of(request, cookies));
+        Ok(context)
     }
 
     /// The caller, or UNAUTHENTICATED naming why (no credential, expired, revoked, ...).

@@ -33,6 +33,17 @@ const TABLE: &[(Code, ErrorKind, &str, StatusCode)] = &[
 ];
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::BadUserInput,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::TooManyRequests,
+        ErrorKind::ServiceUnavailable,
+        ErrorKind::Internal,
+    ];
+
     fn row(self) -> (&'static str, StatusCode) {
         TABLE
             .iter()

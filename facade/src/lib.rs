@@ -3,28 +3,36 @@
 //! to and from its gRPC API; `error` holds the one table of error codes. The facade never
 //! touches the database: it sees only the generated `pb` types and its own view types.
 
+pub mod browser;
 pub mod config;
 pub mod context;
+pub mod discovery;
 pub mod error;
 pub mod graphql;
+pub mod hasura;
 pub mod identity;
+pub mod metrics;
+pub mod pages;
+pub mod rest;
+pub mod state;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use poem::{
     EndpointExt, Route, Server, get,
     listener::{Acceptor, TcpAcceptor},
-    middleware::CookieJarManager,
+    middleware::{CookieJarManager, SetHeader},
 };
 
 pub use config::{Config, ConfigError};
 
 use crate::{
-    graphql::{
-        http::{self, GraphqlState},
-        websocket,
-    },
+    browser::Cookies,
+    discovery::Discovery,
+    graphql::{http, websocket},
     identity::IdentityClient,
+    metrics::{Metrics, RequestMetrics},
+    state::{AppState, HasuraSettings},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +51,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
     config.validate()?;
-    let identity = IdentityClient::new(&config.identity_url, config.identity_timeout.into())?;
+    let metrics = Arc::new(Metrics::new());
+    let identity = IdentityClient::new(&config.identity_url, config.identity_timeout.into(), metrics.clone())?;
+    let discovery = Discovery::new(identity.clone());
     let schema = graphql::schema(graphql::Limits {
         depth: config.max_depth,
         complexity: config.max_complexity,
         aliases: config.max_aliases,
     });
-    let state = Arc::new(GraphqlState {
+    let state = Arc::new(AppState {
         schema,
         identity,
+        cookies: Cookies::new(config.cookie_secure, discovery.clone()),
+        discovery,
+        metrics: metrics.clone(),
+        hasura: HasuraSettings {
+            anonymous_role: config.hasura_anonymous_role.clone(),
+            cache_max_age: config.hasura_cache_max_age.into(),
+        },
         max_body_bytes: config.max_body_bytes,
         graphiql: config.graphiql,
         sockets: websocket::Sockets::new(websocket::SocketLimits {
@@ -62,12 +79,22 @@ pub async fn serve(
         }),
     });
     let app = Route::new()
+        .at("/", get(pages::Demo::new()))
         .at("/graphql", get(http::get).post(http::post))
         .at("/graphql/ws", get(websocket::upgrade))
+        .nest("/api", rest::routes())
+        .at("/.well-known/jwks.json", get(pages::jwks))
+        .at("/.well-known/openid-configuration", get(pages::openid_configuration))
+        .at("/hasura/webhook", get(hasura::get).post(hasura::post))
+        .at("/healthz", get(pages::healthz))
+        .at("/readyz", get(pages::readyz))
+        .at("/metrics", get(pages::metrics))
         .data(state)
-        // No request-logging middleware: it would log query strings, and a GET query may
-        // carry a token.
-        .with(CookieJarManager::new());
+        .with(CookieJarManager::new())
+        .with(SetHeader::new().overriding("x-content-type-options", "nosniff"))
+        // Counts requests; no request-logging middleware: it would log query strings, and a
+        // GET query may carry a token.
+        .with(RequestMetrics(metrics));
     let acceptor = TcpAcceptor::from_tokio(listener).map_err(StartError::Listen)?;
     let address = acceptor.local_addr().first().and_then(|addr| addr.as_socket_addr().copied());
     tracing::info!(?address, identity = %config.identity_url, "graphql facade listening");

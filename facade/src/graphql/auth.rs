@@ -5,10 +5,14 @@
 use async_graphql::{Context, Object, Result};
 use identity_proto::pb;
 
-use super::types::{GenericScalar, ObtainJsonWebToken, Refresh, Revoke, User, Verify, struct_json, token_payload};
+use super::types::{
+    GenericScalar, LoginResult, LogoutResult, ObtainJsonWebToken, Refresh, Revoke, User, Verify, struct_json,
+    token_payload,
+};
 use crate::{
+    browser,
     context::RequestContext,
-    error::{ApiError, GraphqlResult},
+    error::{ApiError, ErrorKind, GraphqlResult},
 };
 
 #[derive(Default)]
@@ -26,8 +30,7 @@ impl AuthQuery {
 
 /// Logs in on the identity service as nobody in particular (a public operation).
 pub(super) async fn login(request: &RequestContext, username: String, password: String) -> Result<pb::LoginResponse> {
-    let login = request.identity.auth().login(request.anonymous(pb::LoginRequest { username, password })).await;
-    Ok(login.graphql()?.into_inner())
+    request.identity.login(request.anonymous(pb::LoginRequest { username, password })).await.graphql()
 }
 
 #[derive(Default)]
@@ -47,6 +50,28 @@ impl AuthMutation {
             refresh_token: login.refresh_token,
             user: User::from(user),
         })
+    }
+
+    /// Browser login: a new session in the HttpOnly `sessionid` cookie (no token in the
+    /// response). Needs `X-CSRFToken` equal to the `csrftoken` cookie (`GET /api/csrf`), unless
+    /// the request carries a bearer token.
+    async fn login(&self, ctx: &Context<'_>, username: String, password: String) -> Result<LoginResult> {
+        let request = ctx.data::<RequestContext>()?;
+        let browser = request
+            .browser
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorKind::BadUserInput, "login sets a cookie: send it as POST /graphql"))
+            .graphql()?;
+        browser.csrf.map_err(browser::CsrfFailure::into_error).graphql()?;
+        let user = browser::log_in(request, browser, username, password).await.graphql()?;
+        Ok(LoginResult { success: true, user: User::from(user) })
+    }
+
+    /// Ends the caller's session (cookie or bearer) and clears the `sessionid` cookie.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<LogoutResult> {
+        let request = ctx.data::<RequestContext>()?;
+        browser::log_out(request).await.graphql()?;
+        Ok(LogoutResult { success: true })
     }
 
     /// The verified claims of an access token whose session is alive.

@@ -17,23 +17,13 @@ use poem::{
     web::{Data, Query},
 };
 
-use super::{AppSchema, Executed};
+use super::Executed;
 use crate::{
-    context::{ClientInfo, Credential, RequestContext},
+    browser::{check_csrf, cookie_authenticated},
+    context::RequestContext,
     error::ErrorKind,
-    identity::IdentityClient,
+    state::AppState,
 };
-
-pub const SESSION_COOKIE: &str = "sessionid";
-
-/// What the endpoint needs, shared by every request.
-pub struct GraphqlState {
-    pub schema: AppSchema,
-    pub identity: IdentityClient,
-    pub max_body_bytes: usize,
-    pub graphiql: bool,
-    pub sockets: super::websocket::Sockets,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -118,7 +108,7 @@ impl Params {
 }
 
 #[handler]
-pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<GraphqlState>>) -> Response {
+pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<AppState>>) -> Response {
     let Some(format) = negotiate(request.header(header::ACCEPT)) else {
         return not_acceptable();
     };
@@ -157,7 +147,7 @@ pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<GraphqlS
 pub async fn get(
     request: &Request,
     Query(pairs): Query<std::collections::HashMap<String, String>>,
-    Data(state): Data<&Arc<GraphqlState>>,
+    Data(state): Data<&Arc<AppState>>,
 ) -> Response {
     let accept = request.header(header::ACCEPT).unwrap_or_default();
     if !pairs.contains_key("query") && state.graphiql && accept.contains("text/html") {
@@ -201,32 +191,22 @@ fn operation_type(query: &str, operation_name: Option<&str>) -> Option<Operation
     }
 }
 
-/// The credential of a request: `Authorization` first, then the `sessionid` cookie.
-pub fn credential(request: &Request) -> Option<Credential> {
-    if let Some(value) = request.header(header::AUTHORIZATION) {
-        return Credential::from_authorization(value);
-    }
-    request
-        .cookie()
-        .get(SESSION_COOKIE)
-        .map(|cookie| cookie.value_str().to_owned())
-        .filter(|token| !token.is_empty())
-        .map(Credential::Session)
-}
-
-pub fn client_info(request: &Request) -> ClientInfo {
-    ClientInfo {
-        ip: request.remote_addr().as_socket_addr().map(|addr| addr.ip().to_string()).unwrap_or_default(),
-        user_agent: request.header(header::USER_AGENT).unwrap_or_default().chars().take(512).collect(),
-    }
-}
-
-async fn execute(request: &Request, state: &GraphqlState, params: Params, format: Format) -> Response {
-    let context = match RequestContext::resolve(state.identity.clone(), credential(request), client_info(request)).await
+async fn execute(request: &Request, state: &AppState, params: Params, format: Format) -> Response {
+    // A mutation riding on the session cookie must prove it comes from our own pages.
+    if cookie_authenticated(request)
+        && operation_type(&params.query, params.operation_name.as_deref()) == Some(OperationType::Mutation)
+        && let Err(failure) = check_csrf(request)
     {
+        state.metrics.graphql_operation(super::NOT_RUN, ErrorKind::Forbidden.graphql_code());
+        return refuse(format, StatusCode::FORBIDDEN, ErrorKind::Forbidden, &failure.into_error().message);
+    }
+    let context = match RequestContext::of_http(&state.identity, &state.cookies, request).await {
         Ok(context) => context,
         // The credential could not be checked at all: nothing can be served.
-        Err(error) => return refuse(format, error.kind.http_status(), error.kind, &error.message),
+        Err(error) => {
+            state.metrics.graphql_operation(super::NOT_RUN, error.kind.graphql_code());
+            return refuse(format, error.kind.http_status(), error.kind, &error.message);
+        }
     };
     let executed = Executed::default();
     let mut graphql = async_graphql::Request::new(params.query).data(context).data(executed.clone());
@@ -237,7 +217,26 @@ async fn execute(request: &Request, state: &GraphqlState, params: Params, format
         graphql = graphql.variables(Variables::from_json(serde_json::Value::Object(variables)));
     }
     let response = state.schema.execute(graphql).await;
-    render(&response, executed.happened(), format)
+    let operation = executed.operation();
+    let outcome = match response.errors.first() {
+        None => "ok",
+        Some(error) => error_code(error),
+    };
+    state.metrics.graphql_operation(operation.as_deref().unwrap_or(super::NOT_RUN), outcome);
+    render(&response, operation.is_some(), format)
+}
+
+/// The `extensions.code` of an error, as one of the codes of the error table.
+fn error_code(error: &async_graphql::ServerError) -> &'static str {
+    let code = error.extensions.as_ref().and_then(|extensions| match extensions.get("code") {
+        Some(async_graphql::Value::String(code)) => Some(code.as_str()),
+        _ => None,
+    });
+    ErrorKind::ALL
+        .iter()
+        .map(|kind| kind.graphql_code())
+        .find(|known| Some(*known) == code)
+        .unwrap_or(ErrorKind::BadUserInput.graphql_code())
 }
 
 fn render(response: &async_graphql::Response, executed: bool, format: Format) -> Response {

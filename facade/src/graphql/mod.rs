@@ -8,10 +8,7 @@ pub mod types;
 pub mod users;
 pub mod websocket;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::{Arc, Mutex};
 
 use async_graphql::{
     MergedObject, Response, Schema, ServerError, ServerResult, Variables,
@@ -41,30 +38,37 @@ pub fn schema(limits: Limits) -> AppSchema {
         .limit_complexity(limits.complexity)
         .limit_recursive_depth(32)
         .limit_directives(8)
-        .extension(RequestGuard { max_aliases: limits.aliases })
+        .extension(RequestGuard { max_aliases: limits.aliases, operations: Mutex::default() })
         .finish()
 }
 
-/// Set when a request got past parsing and validation into execution; the HTTP layer needs
-/// it to tell request errors (no `data` entry, 400 for `application/graphql-response+json`)
-/// from field errors.
+/// The label of a request that never ran (refused, or invalid GraphQL).
+pub const NOT_RUN: &str = "(not run)";
+
+/// Set when a request got past parsing and validation into execution, to the root field it
+/// selected: the HTTP layer needs the first to tell request errors (no `data` entry, 400 for
+/// `application/graphql-response+json`) from field errors, and metrics count the second.
 #[derive(Clone, Default, Debug)]
-pub struct Executed(Arc<AtomicBool>);
+pub struct Executed(Arc<Mutex<Option<String>>>);
 
 impl Executed {
-    pub fn happened(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    /// The operation's label once it ran: its one root field, or `(multiple)`.
+    pub fn operation(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 }
 
 /// Bounds aliases (async-graphql bounds depth and complexity itself) and marks execution.
+/// One instance per request.
 struct RequestGuard {
     max_aliases: usize,
+    /// Each operation of the document by name, with its label.
+    operations: Mutex<Vec<(Option<String>, String)>>,
 }
 
 impl ExtensionFactory for RequestGuard {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestGuard { max_aliases: self.max_aliases })
+        Arc::new(RequestGuard { max_aliases: self.max_aliases, operations: Mutex::default() })
     }
 }
 
@@ -82,6 +86,7 @@ impl Extension for RequestGuard {
         if aliases > self.max_aliases {
             return Err(ServerError::new(format!("too many aliases: {aliases} (at most {})", self.max_aliases), None));
         }
+        *self.operations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = operation_labels(&document);
         Ok(document)
     }
 
@@ -92,10 +97,50 @@ impl Extension for RequestGuard {
         next: NextExecute<'_>,
     ) -> Response {
         if let Some(executed) = ctx.data_opt::<Executed>() {
-            executed.0.store(true, Ordering::Relaxed);
+            // Validation passed, so the root fields are fields of the schema: a closed set.
+            let operations = self.operations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let label = match operation_name {
+                Some(name) => operations.iter().find(|(op, _)| op.as_deref() == Some(name)),
+                None => operations.first(),
+            }
+            .map(|(_, label)| label.clone())
+            .unwrap_or_else(|| "(multiple)".to_owned());
+            *executed.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(label);
         }
         next.run(ctx, operation_name).await
     }
+}
+
+/// Each operation's name and label: the one root field it selects, or `(multiple)`.
+fn operation_labels(document: &ExecutableDocument) -> Vec<(Option<String>, String)> {
+    fn root_fields<'a>(set: &'a SelectionSet, document: &'a ExecutableDocument, out: &mut Vec<&'a str>) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => out.push(field.node.name.node.as_str()),
+                Selection::InlineFragment(fragment) => root_fields(&fragment.node.selection_set.node, document, out),
+                Selection::FragmentSpread(spread) => {
+                    if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                        root_fields(&fragment.node.selection_set.node, document, out);
+                    }
+                }
+            }
+        }
+    }
+    document
+        .operations
+        .iter()
+        .map(|(name, operation)| {
+            let mut fields = Vec::new();
+            root_fields(&operation.node.selection_set.node, document, &mut fields);
+            fields.sort_unstable();
+            fields.dedup();
+            let label = match fields.as_slice() {
+                [one] => (*one).to_owned(),
+                _ => "(multiple)".to_owned(),
+            };
+            (name.map(|name| name.to_string()), label)
+        })
+        .collect()
 }
 
 fn count_aliases(document: &ExecutableDocument) -> usize {
@@ -127,6 +172,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(count_aliases(&document), 4);
+    }
+
+    #[test]
+    fn operations_are_labelled_by_their_one_root_field() {
+        let document = async_graphql::parser::parse_query(
+            "query A { whoami { id } w: whoami { id } } query B { whoami { id } sessions { id } } \
+             query C { ...F } fragment F on Query { users { id } }",
+        )
+        .unwrap();
+        let labels = operation_labels(&document);
+        let label = |name: &str| labels.iter().find(|(op, _)| op.as_deref() == Some(name)).map(|(_, l)| l.as_str());
+        assert_eq!(label("A"), Some("whoami"));
+        assert_eq!(label("B"), Some("(multiple)"));
+        assert_eq!(label("C"), Some("users"));
     }
 
     #[test]

@@ -92,6 +92,19 @@ pub struct CreateUser {
     pub refresh_token: String,
 }
 
+/// A browser login: the session travels in the `sessionid` cookie, not in the response.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct LoginResult {
+    pub success: bool,
+    pub user: User,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct LogoutResult {
+    /// True once the request holds no live session (also when it held none).
+    pub success: bool,
+}
+
 #[derive(Debug, Clone, SimpleObject)]
 pub struct ChangePassword {
     pub success: bool,

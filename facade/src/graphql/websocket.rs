@@ -42,11 +42,11 @@ use poem::{
 };
 use tokio::{sync::broadcast, task::JoinHandle};
 
-use super::{
-    http::{GraphqlState, client_info, credential},
-    subscriptions::{SessionEvent, SocketEvents},
+use super::subscriptions::{SessionEvent, SocketEvents};
+use crate::{
+    context::{Caller, ClientInfo, Credential, RequestContext, client_info, credential},
+    state::AppState,
 };
-use crate::context::{Caller, ClientInfo, Credential, RequestContext};
 
 /// Bounds and timers of the websockets.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +121,7 @@ pub async fn upgrade(
     request: &Request,
     socket: WebSocket,
     protocol: GraphQLProtocol,
-    PoemData(state): PoemData<&Arc<GraphqlState>>,
+    PoemData(state): PoemData<&Arc<AppState>>,
 ) -> impl IntoResponse {
     let upgrade_credential = credential(request);
     let client = client_info(request);
@@ -157,7 +157,7 @@ fn payload_credential(payload: &serde_json::Value) -> Option<Credential> {
 async fn serve(
     stream: WebSocketStream,
     protocol: GraphQLProtocol,
-    state: Arc<GraphqlState>,
+    state: Arc<AppState>,
     upgrade_credential: Option<Credential>,
     client: ClientInfo,
 ) {

@@ -1,0 +1,26 @@
+//! What every route needs, built once at start and shared.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    browser::Cookies, discovery::Discovery, graphql::AppSchema, graphql::websocket::Sockets, identity::IdentityClient,
+    metrics::Metrics,
+};
+
+pub struct AppState {
+    pub schema: AppSchema,
+    pub identity: IdentityClient,
+    pub discovery: Discovery,
+    pub cookies: Cookies,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    pub graphiql: bool,
+    pub sockets: Sockets,
+    pub hasura: HasuraSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct HasuraSettings {
+    pub anonymous_role: Option<String>,
+    pub cache_max_age: Duration,
+}
