@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod binaries;
+mod browser;
 mod faults;
 mod graphql;
 mod grpc_auth;
 mod grpc_sessions;
 mod grpc_users;
+mod http_routes;
 mod storage;
 mod subscriptions;
