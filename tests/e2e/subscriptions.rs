@@ -67,6 +67,28 @@ async fn a_cookie_socket_gets_the_revocation_then_closes_with_4401() {
 }
 
 #[tokio::test]
+async fn the_cookie_opens_a_socket_only_from_our_own_origin() {
+    let stack = Stack::start().await;
+    let login = user(&stack, "cyd").await;
+    let cookie = format!("sessionid={}", login.session_token);
+    let own = format!("http://{}", stack.facade.addr);
+    let mut socket =
+        WsClient::connect_with(&stack.facade, TRANSPORT_WS, &[("cookie", &cookie), ("origin", &own)]).await;
+    assert_acked(socket.init(json!({})).await);
+
+    // A page of another origin (same site or not) cannot ride on the cookie.
+    for origin in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+        let headers = [("cookie", cookie.as_str()), ("origin", origin)];
+        let mut socket = WsClient::connect_with(&stack.facade, TRANSPORT_WS, &headers).await;
+        assert_closed(socket.init(json!({})).await, 4403);
+    }
+    // It may still authenticate with a credential of its own in the payload.
+    let headers = [("cookie", cookie.as_str()), ("origin", "http://evil.example")];
+    let mut socket = WsClient::connect_with(&stack.facade, TRANSPORT_WS, &headers).await;
+    assert_acked(socket.init(json!({"sessionToken": login.session_token})).await);
+}
+
+#[tokio::test]
 async fn a_bearer_payload_authenticates_and_a_revocation_by_a_manager_ends_the_socket() {
     let stack = Stack::start().await;
     let login = user(&stack, "bob").await;

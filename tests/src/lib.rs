@@ -335,11 +335,18 @@ pub struct WsClient {
 impl WsClient {
     /// Opens `/graphql/ws` with `protocol`, sending `cookie` on the upgrade request if given.
     pub async fn connect(facade: &Facade, protocol: &str, cookie: Option<&str>) -> Self {
+        let headers: Vec<(&str, &str)> = cookie.map(|cookie| ("cookie", cookie)).into_iter().collect();
+        Self::connect_with(facade, protocol, &headers).await
+    }
+
+    /// The same with any headers on the upgrade request (`cookie`, `origin`, ...).
+    pub async fn connect_with(facade: &Facade, protocol: &str, headers: &[(&str, &str)]) -> Self {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = format!("ws://{}/graphql/ws", facade.addr).into_client_request().unwrap();
         request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
-        if let Some(cookie) = cookie {
-            request.headers_mut().insert("cookie", cookie.parse().unwrap());
+        for (name, value) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
         }
         let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
         assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
@@ -558,17 +565,6 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     path
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_rewritten_through_the_proxy() {
-        assert_eq!(Proxy::target_of("postgres://postgres@127.0.0.1:5432/t_1"), "127.0.0.1:5432");
-        assert_eq!(Proxy::target_of("postgres://localhost/t_1"), "localhost:5432");
-    }
-}
-
 // === Browser-like HTTP ===
 
 /// A cookie-keeping HTTP client for the facade's plain-HTTP routes, by hand so that tests
@@ -682,4 +678,15 @@ print(json.dumps(claims))
     );
     assert!(output.status.success(), "PyJWT refused the token: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_rewritten_through_the_proxy() {
+        assert_eq!(Proxy::target_of("postgres://postgres@127.0.0.1:5432/t_1"), "127.0.0.1:5432");
+        assert_eq!(Proxy::target_of("postgres://localhost/t_1"), "localhost:5432");
+    }
 }

@@ -35,6 +35,7 @@ use futures::{SinkExt, StreamExt, future};
 use identity_proto::pb;
 use poem::{
     IntoResponse, Request, handler,
+    http::header,
     web::{
         Data as PoemData,
         websocket::{Message, WebSocket, WebSocketConfig, WebSocketStream},
@@ -123,7 +124,12 @@ pub async fn upgrade(
     protocol: GraphQLProtocol,
     PoemData(state): PoemData<&Arc<AppState>>,
 ) -> impl IntoResponse {
-    let upgrade_credential = credential(request);
+    let upgrade_credential = credential(request).filter(|credential| match credential {
+        // The cookie authenticates a socket only when opened by our own pages: a page of another
+        // origin on the same site would otherwise ride on it (cross-site websocket hijacking).
+        Credential::Session(_) => same_origin(request),
+        Credential::Bearer(_) => true,
+    });
     let client = client_info(request);
     let state = Arc::clone(state);
     // tungstenite's defaults (128 KiB read and write buffers, 64 MiB messages) would cost
@@ -139,6 +145,14 @@ pub async fn upgrade(
         .config(config)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| serve(stream, protocol, state, upgrade_credential, client))
+}
+
+/// Whether the upgrade comes from a page of this origin: `Origin` (sent by every browser)
+/// names the `Host` the request went to. Clients that send no `Origin` are not browsers.
+fn same_origin(request: &Request) -> bool {
+    let Some(origin) = request.header(header::ORIGIN) else { return true };
+    let host = request.header(header::HOST).unwrap_or_default();
+    origin.split_once("://").is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(host))
 }
 
 /// The credential of a `connection_init` payload, if it names one.
