@@ -165,7 +165,7 @@ pub async fn get(
         Ok(params) => params,
         Err(message) => return refuse(format, StatusCode::BAD_REQUEST, ErrorKind::BadUserInput, &message),
     };
-    if operation_type(&params.query, params.operation_name.as_deref()) == Some(OperationType::Mutation) {
+    if is_mutation(&params) {
         let mut response = refuse(
             format,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -176,6 +176,13 @@ pub async fn get(
         return response;
     }
     execute(request, state, params, format).await
+}
+
+/// Whether the request would run a mutation. Without the keyword it cannot, and the query
+/// need not be parsed here (most requests are queries).
+fn is_mutation(params: &Params) -> bool {
+    params.query.contains("mutation")
+        && operation_type(&params.query, params.operation_name.as_deref()) == Some(OperationType::Mutation)
 }
 
 /// The type of the operation a request would run, if it can be told.
@@ -194,7 +201,7 @@ fn operation_type(query: &str, operation_name: Option<&str>) -> Option<Operation
 async fn execute(request: &Request, state: &AppState, params: Params, format: Format) -> Response {
     // A mutation riding on the session cookie must prove it comes from our own pages.
     if cookie_authenticated(request)
-        && operation_type(&params.query, params.operation_name.as_deref()) == Some(OperationType::Mutation)
+        && is_mutation(&params)
         && let Err(failure) = check_csrf(request)
     {
         state.metrics.graphql_operation(super::NOT_RUN, ErrorKind::Forbidden.graphql_code());

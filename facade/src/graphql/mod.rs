@@ -38,9 +38,29 @@ pub fn schema(limits: Limits) -> AppSchema {
         .limit_complexity(limits.complexity)
         .limit_recursive_depth(32)
         .limit_directives(8)
-        .extension(RequestGuard { max_aliases: limits.aliases, operations: Mutex::default() })
+        .extension(GuardFactory {
+            max_aliases: limits.aliases,
+            parsed: moka::sync::Cache::builder()
+                .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
+                .max_capacity(PARSE_CACHE_BYTES)
+                .build(),
+        })
         .finish()
 }
+
+/// Query text kept by the parse cache, in bytes; longer queries are not cached.
+const PARSE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+const PARSE_CACHE_MAX_QUERY: usize = 8 * 1024;
+
+/// A parsed (and alias-checked) document and its operations' labels.
+struct Parsed {
+    document: ExecutableDocument,
+    operations: Vec<(Option<String>, String)>,
+}
+
+/// Parsed documents by query text, shared by every request: clients send the same few
+/// queries again and again, and parsing was a good part of a request's CPU.
+type ParseCache = moka::sync::Cache<String, Arc<Parsed>>;
 
 /// The label of a request that never ran (refused, or invalid GraphQL).
 pub const NOT_RUN: &str = "(not run)";
@@ -58,17 +78,27 @@ impl Executed {
     }
 }
 
-/// Bounds aliases (async-graphql bounds depth and complexity itself) and marks execution.
-/// One instance per request.
+struct GuardFactory {
+    max_aliases: usize,
+    parsed: ParseCache,
+}
+
+/// Parses through the cache, bounds aliases (async-graphql bounds depth and complexity
+/// itself) and marks execution. One instance per request.
 struct RequestGuard {
     max_aliases: usize,
+    parsed: ParseCache,
     /// Each operation of the document by name, with its label.
     operations: Mutex<Vec<(Option<String>, String)>>,
 }
 
-impl ExtensionFactory for RequestGuard {
+impl ExtensionFactory for GuardFactory {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestGuard { max_aliases: self.max_aliases, operations: Mutex::default() })
+        Arc::new(RequestGuard {
+            max_aliases: self.max_aliases,
+            parsed: self.parsed.clone(),
+            operations: Mutex::default(),
+        })
     }
 }
 
@@ -81,12 +111,21 @@ impl Extension for RequestGuard {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        if let Some(parsed) = self.parsed.get(query) {
+            *self.operations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = parsed.operations.clone();
+            return Ok(parsed.document.clone());
+        }
         let document = next.run(ctx, query, variables).await?;
         let aliases = count_aliases(&document);
         if aliases > self.max_aliases {
             return Err(ServerError::new(format!("too many aliases: {aliases} (at most {})", self.max_aliases), None));
         }
-        *self.operations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = operation_labels(&document);
+        let operations = operation_labels(&document);
+        if query.len() <= PARSE_CACHE_MAX_QUERY {
+            let parsed = Parsed { document: document.clone(), operations: operations.clone() };
+            self.parsed.insert(query.to_owned(), Arc::new(parsed));
+        }
+        *self.operations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = operations;
         Ok(document)
     }
 
@@ -186,6 +225,18 @@ mod tests {
         assert_eq!(label("A"), Some("whoami"));
         assert_eq!(label("B"), Some("(multiple)"));
         assert_eq!(label("C"), Some("users"));
+    }
+
+    #[tokio::test]
+    async fn cached_documents_answer_like_fresh_ones_and_refusals_are_not_cached() {
+        let schema = schema(Limits { depth: 10, complexity: 100, aliases: 2 });
+        for _ in 0..2 {
+            let response = schema.execute("query Q { __typename }").await;
+            assert!(response.errors.is_empty(), "{:?}", response.errors);
+            assert_eq!(response.data.to_string(), "{__typename: \"Query\"}");
+            let response = schema.execute("{ a: __typename b: __typename c: __typename }").await;
+            assert!(response.errors[0].message.contains("too many aliases"), "{:?}", response.errors);
+        }
     }
 
     #[test]
