@@ -100,7 +100,8 @@ impl RequestContext {
                     Credential::Bearer(token) => pb::authenticate_request::Credential::AccessToken(token.clone()),
                     Credential::Session(token) => pb::authenticate_request::Credential::SessionToken(token.clone()),
                 };
-                let request = pb::AuthenticateRequest { credential: Some(credential) };
+                // The facade needs who it is, not the claims.
+                let request = pb::AuthenticateRequest { credential: Some(credential), omit_claims: true };
                 match identity.authenticate(request).await {
                     Ok(principal) => Caller::User(Box::new(principal)),
                     Err(status) => {

@@ -73,7 +73,7 @@ async fn answer(state: &AppState, credential: Option<Credential>, client: Client
             None => unauthorized(ApiError::new(ErrorKind::Unauthenticated, "no credential")),
         };
     };
-    let context = match RequestContext::resolve(state.identity.clone(), Some(credential.clone()), client).await {
+    let context = match RequestContext::resolve(state.identity.clone(), Some(credential), client).await {
         Ok(context) => context,
         Err(error) => return error_response(&error),
     };
@@ -81,17 +81,8 @@ async fn answer(state: &AppState, credential: Option<Credential>, client: Client
         Caller::User(principal) => {
             let now = chrono::Utc::now().timestamp();
             let mut left = principal.session_expires_at.as_ref().map_or(0, |at| at.seconds - now);
-            if matches!(credential, Credential::Bearer(_)) {
-                let exp = principal
-                    .claims
-                    .as_ref()
-                    .and_then(|claims| claims.fields.get("exp"))
-                    .and_then(|value| match value.kind {
-                        Some(prost_types::value::Kind::NumberValue(exp)) => Some(exp as i64),
-                        _ => None,
-                    })
-                    .unwrap_or(now);
-                left = left.min(exp - now);
+            if let Some(exp) = &principal.access_expires_at {
+                left = left.min(exp.seconds - now);
             }
             let left = Duration::from_secs(u64::try_from(left).unwrap_or_default());
             let user_id = principal.user.as_ref().map(|user| user.id.as_str()).unwrap_or_default();

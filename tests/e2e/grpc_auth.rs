@@ -63,6 +63,27 @@ async fn login_by_username_or_email_issues_every_token_and_claim() {
 }
 
 #[tokio::test]
+async fn authenticate_may_omit_the_claims_and_always_says_when_the_token_expires() {
+    let db = TestDb::new().await;
+    let service = Service::start(config(&db)).await;
+    sign_up(&mut service.users(), "otto").await;
+    let login = log_in(&mut service.auth(), "otto").await;
+    let full = service.auth().authenticate(access(&login.access_token)).await.unwrap().into_inner().principal.unwrap();
+    let exp = match claim(full.claims.as_ref().unwrap(), "exp") {
+        Kind::NumberValue(exp) => *exp as i64,
+        other => panic!("exp is {other:?}"),
+    };
+    assert_eq!(full.access_expires_at.unwrap().seconds, exp);
+    let lean = pb::AuthenticateRequest { omit_claims: true, ..access(&login.access_token) };
+    let lean = service.auth().authenticate(lean).await.unwrap().into_inner().principal.unwrap();
+    assert_eq!(lean.claims, None);
+    assert_eq!(lean.access_expires_at.unwrap().seconds, exp);
+    assert_eq!((lean.user, lean.session_id), (full.user, full.session_id));
+    let by_session = service.auth().authenticate(session_token(&login.session_token)).await.unwrap().into_inner();
+    assert_eq!(by_session.principal.unwrap().access_expires_at, None);
+}
+
+#[tokio::test]
 async fn failed_logins_get_one_generic_message() {
     let db = TestDb::new().await;
     let service = Service::start(config(&db)).await;
@@ -101,7 +122,7 @@ async fn authenticate_accepts_access_and_session_tokens() {
         auth.authenticate(access(&login.access_token)).await.unwrap();
         auth.authenticate(session_token(&login.session_token)).await.unwrap();
     }
-    let status = auth.authenticate(pb::AuthenticateRequest { credential: None }).await.unwrap_err();
+    let status = auth.authenticate(pb::AuthenticateRequest { credential: None, omit_claims: false }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let status = auth.authenticate(session_token("not-a-session")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);

@@ -456,11 +456,17 @@ pub async fn log_in(auth: &mut Auth, username: &str) -> pb::LoginResponse {
 }
 
 pub fn access(token: &str) -> pb::AuthenticateRequest {
-    pb::AuthenticateRequest { credential: Some(pb::authenticate_request::Credential::AccessToken(token.into())) }
+    pb::AuthenticateRequest {
+        credential: Some(pb::authenticate_request::Credential::AccessToken(token.into())),
+        omit_claims: false,
+    }
 }
 
 pub fn session_token(token: &str) -> pb::AuthenticateRequest {
-    pb::AuthenticateRequest { credential: Some(pb::authenticate_request::Credential::SessionToken(token.into())) }
+    pb::AuthenticateRequest {
+        credential: Some(pb::authenticate_request::Credential::SessionToken(token.into())),
+        omit_claims: false,
+    }
 }
 
 /// Polls `check` until it returns `Some`, failing after `limit`.

@@ -77,13 +77,15 @@ impl AuthService for Auth {
                 )));
             }
         };
+        let omit_claims = request.get_ref().omit_claims;
         let principal = self.identity.authenticate(credential).await.status()?;
         Ok(Response::new(pb::AuthenticateResponse {
             principal: Some(pb::Principal {
                 role: principal.user.role.as_str().to_owned(),
                 user: Some(convert::user(&principal.user)),
                 session_id: principal.session_id,
-                claims: principal.claims.map(|claims| convert::json_struct(claims.to_json())),
+                access_expires_at: principal.claims.as_ref().and_then(|claims| convert::timestamp(claims.exp)),
+                claims: principal.claims.filter(|_| !omit_claims).map(|claims| convert::json_struct(claims.to_json())),
                 session_expires_at: convert::timestamp(principal.session_expires_at),
             }),
         }))
