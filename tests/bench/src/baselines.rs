@@ -96,6 +96,18 @@ pub async fn serve_trivial(addr: SocketAddr) {
         .expect("trivial gRPC server");
 }
 
+/// Verifies per second with `threads` threads verifying at once: what the machine really
+/// gives when every core hashes (cores may share caches, memory bandwidth or a physical core).
+pub fn argon2_parallel_rate(threads: usize, rounds: u32) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| argon2_verify_seconds(rounds));
+        }
+    });
+    (threads as f64 * f64::from(rounds)) / started.elapsed().as_secs_f64()
+}
+
 /// Seconds per argon2id verify at the contract's cost (m=19456 KiB, t=2, p=1), one core.
 pub fn argon2_verify_seconds(rounds: u32) -> f64 {
     use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version, password_hash::SaltString};
