@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use identity_proto::pb;
 
 use crate::{
-    context::{Caller, Credential, RequestContext},
+    context::{Caller, Credential, RequestContext, credential},
     discovery::Discovery,
     error::{ApiError, ErrorKind},
 };
@@ -149,11 +149,10 @@ fn double_submit(jar: &CookieJar, header: Option<&str>) -> Result<(), CsrfFailur
     if bool::from(header.as_bytes().ct_eq(cookie.as_bytes())) { Ok(()) } else { Err(CsrfFailure::TokenIncorrect) }
 }
 
-/// Whether the request is authenticated by the session cookie (no `Authorization` header):
-/// only such requests can be forged cross-site.
+/// Whether the request is authenticated by the session cookie (no bearer token): only such
+/// requests can be forged cross-site.
 pub fn cookie_authenticated(request: &Request) -> bool {
-    request.header(poem::http::header::AUTHORIZATION).is_none()
-        && request.cookie().get(SESSION_COOKIE).is_some_and(|cookie| !cookie.value_str().is_empty())
+    matches!(credential(request), Some(Credential::Session(_)))
 }
 
 /// The browser side of a request, for resolvers that set or clear cookies (`login`, `logout`).
@@ -208,13 +207,30 @@ pub async fn log_in(
 /// is not left alive behind a cleared cookie.
 pub async fn log_out(request: &RequestContext) -> Result<(), ApiError> {
     if let Caller::User(_) = request.caller {
-        let message = request.as_caller(pb::LogoutRequest {})?;
-        request.identity.auth().logout(message).await?;
+        end(request, request.as_caller(pb::LogoutRequest {})?).await?;
     }
     if let Some(browser) = &request.browser {
+        // A bearer request may carry a session cookie as well: that session ends too.
+        if matches!(request.credential, Some(Credential::Bearer(_)))
+            && let Some(cookie) = browser.jar.get(SESSION_COOKIE).filter(|cookie| !cookie.value_str().is_empty())
+            && let Ok(token) = tonic::metadata::MetadataValue::try_from(cookie.value_str())
+        {
+            let mut message = request.anonymous(pb::LogoutRequest {});
+            message.metadata_mut().insert("x-session-token", token);
+            end(request, message).await?;
+        }
         browser.cookies.clear_session(&browser.jar).await;
     }
     Ok(())
+}
+
+/// `Logout`; a session that ended meanwhile is logged out all the same.
+async fn end(request: &RequestContext, message: tonic::Request<pb::LogoutRequest>) -> Result<(), ApiError> {
+    match request.identity.auth().logout(message).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(()),
+        Err(status) => Err(status.into()),
+    }
 }
 
 #[cfg(test)]

@@ -41,9 +41,10 @@ impl Credential {
 }
 
 /// The credential of an HTTP request: `Authorization` first, then the `sessionid` cookie.
+/// Any other `Authorization` (Basic, from a proxy in front) is not ours: the cookie then counts.
 pub fn credential(request: &Request) -> Option<Credential> {
-    if let Some(value) = request.header(header::AUTHORIZATION) {
-        return Credential::from_authorization(value);
+    if let Some(bearer) = request.header(header::AUTHORIZATION).and_then(Credential::from_authorization) {
+        return Some(bearer);
     }
     request
         .cookie()

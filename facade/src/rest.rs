@@ -255,8 +255,10 @@ impl Api {
     }
 }
 
-/// The API, its OpenAPI document and its docs UI, to be nested at `/api`.
-pub fn routes() -> poem::Route {
+/// The API, its OpenAPI document and its docs UI, to be nested at `/api`. poem's own errors
+/// (unknown path, wrong method) are `{"detail"}` JSON too.
+pub fn routes() -> impl poem::Endpoint {
+    use poem::EndpointExt;
     let service = poem_openapi::OpenApiService::new(Api, "Identity facade REST API", env!("CARGO_PKG_VERSION"))
         .description(
             "Cookie sessions for browsers, the Django REST Framework way: GET /api/csrf, then POST \
@@ -268,4 +270,7 @@ pub fn routes() -> poem::Route {
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
+        .catch_all_error(|error: poem::Error| async move {
+            crate::pages::json(error.status(), &serde_json::json!({ "detail": error.to_string() }))
+        })
 }

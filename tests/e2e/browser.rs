@@ -328,3 +328,55 @@ async fn a_real_browser_logs_in_on_the_demo_page_and_a_cross_site_page_changes_n
     let refused = stack.identity.auth().authenticate(session_token(sessionid)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn an_authorization_header_that_is_not_ours_does_not_hide_the_cookie() {
+    let stack = Stack::start().await;
+    sign_up(&mut stack.identity.users(), "lou").await;
+    let mut browser = Browser::new(&stack.facade);
+    browser.log_in("lou", PASSWORD).await;
+    let sessionid = browser.cookies["sessionid"].clone();
+    // A basic-auth proxy in front adds its own Authorization: the request is still the
+    // cookie's, so the write still needs the CSRF token.
+    let logout = format!("{}/api/logout", browser.base);
+    let request = browser.http.post(&logout).header("authorization", "Basic dXNlcjpwYXNz");
+    let (status, _, body) = browser.send(request).await;
+    assert_eq!(status, 403, "{body}");
+    stack.identity.auth().authenticate(session_token(&sessionid)).await.unwrap();
+    let request =
+        browser.http.post(&logout).header("authorization", "Basic dXNlcjpwYXNz").header("x-csrftoken", browser.csrf());
+    let (status, _, _) = browser.send(request).await;
+    assert_eq!(status, 200);
+    let refused = stack.identity.auth().authenticate(session_token(&sessionid)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "logout left the cookie's session alive");
+}
+
+#[tokio::test]
+async fn a_bearer_logout_also_ends_the_session_of_the_cookie_it_carries() {
+    let stack = Stack::start().await;
+    sign_up(&mut stack.identity.users(), "max").await;
+    let mut browser = Browser::new(&stack.facade);
+    browser.log_in("max", PASSWORD).await;
+    let sessionid = browser.cookies["sessionid"].clone();
+    let (token, _) = stack.client().token_auth("max", PASSWORD).await;
+    let request = browser.http.post(format!("{}/api/logout", browser.base)).bearer_auth(&token);
+    let (status, _, _) = browser.send(request).await;
+    assert_eq!(status, 200);
+    for credential in [session_token(&sessionid), access(&token)] {
+        let refused = stack.identity.auth().authenticate(credential).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn unknown_api_paths_and_methods_answer_json_details() {
+    let stack = Stack::start().await;
+    let mut browser = Browser::new(&stack.facade);
+    let (status, headers, body) = browser.get("/api/nothing-here").await;
+    assert_eq!(status, 404);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(body["detail"].is_string(), "{body}");
+    let (status, _, body) = browser.get("/api/login").await;
+    assert_eq!(status, 405);
+    assert!(body["detail"].is_string(), "{body}");
+}

@@ -77,7 +77,7 @@ async fn the_cookie_opens_a_socket_only_from_our_own_origin() {
     assert_acked(socket.init(json!({})).await);
 
     // A page of another origin (same site or not) cannot ride on the cookie.
-    for origin in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+    for origin in ["http://evil.example", "null", "http://127.0.0.1:1", "http://127.0.0.1:8080.evil.example"] {
         let headers = [("cookie", cookie.as_str()), ("origin", origin)];
         let mut socket = WsClient::connect_with(&stack.facade, TRANSPORT_WS, &headers).await;
         assert_closed(socket.init(json!({})).await, 4403);

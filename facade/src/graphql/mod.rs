@@ -11,8 +11,8 @@ pub mod websocket;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::{
-    MergedObject, Response, Schema, ServerError, ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery},
+    MergedObject, Response, Schema, ServerError, ServerResult, ValidationResult, Variables,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation},
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
 
@@ -33,24 +33,35 @@ pub struct Limits {
 }
 
 pub fn schema(limits: Limits) -> AppSchema {
+    schema_with(limits, parse_cache())
+}
+
+fn parse_cache() -> ParseCache {
+    moka::sync::Cache::builder()
+        .weigher(|query: &String, _| u32::try_from(entry_weight(query.len())).unwrap_or(u32::MAX))
+        .max_capacity(PARSE_CACHE_BYTES)
+        .build()
+}
+
+fn schema_with(limits: Limits, parsed: ParseCache) -> AppSchema {
     Schema::build(Query::default(), Mutation::default(), subscriptions::Subscription)
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity)
         .limit_recursive_depth(32)
         .limit_directives(8)
-        .extension(GuardFactory {
-            max_aliases: limits.aliases,
-            parsed: moka::sync::Cache::builder()
-                .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
-                .max_capacity(PARSE_CACHE_BYTES)
-                .build(),
-        })
+        .extension(GuardFactory { max_aliases: limits.aliases, parsed })
         .finish()
 }
 
-/// Query text kept by the parse cache, in bytes; longer queries are not cached.
-const PARSE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// What the parse cache may hold, in (estimated) bytes; longer queries are not cached.
+const PARSE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const PARSE_CACHE_MAX_QUERY: usize = 8 * 1024;
+
+/// An entry's estimated size: the text, its parsed form (a few times larger), and a fixed
+/// overhead, so that a flood of tiny distinct queries fills the cache with few entries.
+fn entry_weight(query_len: usize) -> usize {
+    1024 + 5 * query_len
+}
 
 /// A parsed (and alias-checked) document and its operations' labels.
 struct Parsed {
@@ -90,6 +101,9 @@ struct RequestGuard {
     parsed: ParseCache,
     /// Each operation of the document by name, with its label.
     operations: Mutex<Vec<(Option<String>, String)>>,
+    /// A freshly parsed document, cached only once it has passed validation (a flood of
+    /// invalid queries must not fill the cache).
+    pending: Mutex<Option<(String, Arc<Parsed>)>>,
 }
 
 impl ExtensionFactory for GuardFactory {
@@ -98,6 +112,7 @@ impl ExtensionFactory for GuardFactory {
             max_aliases: self.max_aliases,
             parsed: self.parsed.clone(),
             operations: Mutex::default(),
+            pending: Mutex::default(),
         })
     }
 }
@@ -123,10 +138,24 @@ impl Extension for RequestGuard {
         let operations = operation_labels(&document);
         if query.len() <= PARSE_CACHE_MAX_QUERY {
             let parsed = Parsed { document: document.clone(), operations: operations.clone() };
-            self.parsed.insert(query.to_owned(), Arc::new(parsed));
+            *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                Some((query.to_owned(), Arc::new(parsed)));
         }
         *self.operations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = operations;
         Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await;
+        let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let (Ok(_), Some((query, parsed))) = (&result, pending) {
+            self.parsed.insert(query, parsed);
+        }
+        result
     }
 
     async fn execute(
@@ -236,7 +265,20 @@ mod tests {
             assert_eq!(response.data.to_string(), "{__typename: \"Query\"}");
             let response = schema.execute("{ a: __typename b: __typename c: __typename }").await;
             assert!(response.errors[0].message.contains("too many aliases"), "{:?}", response.errors);
+            let response = schema.execute("{ noSuchField }").await;
+            assert!(!response.errors.is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn only_documents_that_pass_validation_are_cached() {
+        let cache = parse_cache();
+        let schema = schema_with(Limits { depth: 10, complexity: 100, aliases: 2 }, cache.clone());
+        schema.execute("query Q { __typename }").await;
+        schema.execute("{ noSuchField }").await;
+        cache.run_pending_tasks();
+        assert!(cache.contains_key("query Q { __typename }"));
+        assert!(!cache.contains_key("{ noSuchField }"));
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub async fn upgrade(
     let upgrade_credential = credential(request).filter(|credential| match credential {
         // The cookie authenticates a socket only when opened by our own pages: a page of another
         // origin on the same site would otherwise ride on it (cross-site websocket hijacking).
-        Credential::Session(_) => same_origin(request),
+        Credential::Session(_) => same_origin(request, state.discovery.last().map(|s| s.settings.issuer.clone())),
         Credential::Bearer(_) => true,
     });
     let client = client_info(request);
@@ -147,10 +147,19 @@ pub async fn upgrade(
         .on_upgrade(move |stream| serve(stream, protocol, state, upgrade_credential, client))
 }
 
-/// Whether the upgrade comes from a page of this origin: `Origin` (sent by every browser)
-/// names the `Host` the request went to. Clients that send no `Origin` are not browsers.
-fn same_origin(request: &Request) -> bool {
+/// Whether the upgrade comes from one of our pages: `Origin` (sent by every browser) is the
+/// issuer's origin (the public address, whatever a proxy did to `Host`), or names the `Host`
+/// the request went to. Clients that send no `Origin` are not browsers.
+fn same_origin(request: &Request, issuer: Option<String>) -> bool {
     let Some(origin) = request.header(header::ORIGIN) else { return true };
+    let origin = origin.trim_end_matches('/');
+    let public = issuer.as_deref().and_then(|issuer| {
+        let (scheme, rest) = issuer.split_once("://")?;
+        Some(format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()))
+    });
+    if public.is_some_and(|public| public.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
     let host = request.header(header::HOST).unwrap_or_default();
     origin.split_once("://").is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(host))
 }

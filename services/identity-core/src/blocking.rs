@@ -19,7 +19,7 @@ use crate::error::{CoreError, CoreResult};
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Jobs waiting for a thread, per thread, before `run` waits to enqueue.
-const QUEUE_PER_THREAD: usize = 256;
+const QUEUE_PER_THREAD: usize = 32;
 
 #[derive(Clone, Debug)]
 pub struct BlockingPool {
@@ -63,6 +63,10 @@ impl BlockingPool {
     {
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {
+            // A caller that gave up (its request timed out) costs no hash.
+            if done.is_closed() {
+                return;
+            }
             // A panicking job fails its caller, not the thread.
             let _ = done.send(catch_unwind(AssertUnwindSafe(job)));
         });
@@ -87,5 +91,28 @@ mod tests {
         assert!(pool.run(|| panic!("boom")).await.is_err());
         let results = futures::future::join_all((0..20).map(|n| pool.run(move || n * 2))).await;
         assert_eq!(results.into_iter().map(Result::unwrap).sum::<i32>(), 380);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_left_is_skipped() {
+        let pool = BlockingPool::new(1);
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(move || gate.recv().ok()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abandoned = tokio::spawn({
+            let (pool, ran) = (pool.clone(), ran.clone());
+            async move { pool.run(move || ran.store(true, std::sync::atomic::Ordering::SeqCst)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        pool.run(|| ()).await.unwrap();
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "the abandoned job ran");
     }
 }
