@@ -172,9 +172,9 @@ impl std::fmt::Debug for BrowserContext {
 }
 
 impl BrowserContext {
-    pub fn of(request: &Request, cookies: &Cookies) -> Self {
-        let csrf =
-            if request.header(poem::http::header::AUTHORIZATION).is_some() { Ok(()) } else { check_csrf(request) };
+    /// `credential` is the request's, as `context::credential` read it.
+    pub fn of(request: &Request, cookies: &Cookies, credential: Option<&Credential>) -> Self {
+        let csrf = if matches!(credential, Some(Credential::Bearer(_))) { Ok(()) } else { check_csrf(request) };
         BrowserContext { jar: request.cookie().clone(), cookies: cookies.clone(), csrf }
     }
 }

@@ -127,8 +127,10 @@ impl RequestContext {
         cookies: &crate::browser::Cookies,
         request: &Request,
     ) -> Result<Self, ApiError> {
-        let mut context = RequestContext::resolve(identity.clone(), credential(request), client_info(request)).await?;
-        context.browser = Some(BrowserContext::of(request, cookies));
+        let credential = credential(request);
+        let browser = BrowserContext::of(request, cookies, credential.as_ref());
+        let mut context = RequestContext::resolve(identity.clone(), credential, client_info(request)).await?;
+        context.browser = Some(browser);
         Ok(context)
     }
 

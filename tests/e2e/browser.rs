@@ -349,6 +349,16 @@ async fn an_authorization_header_that_is_not_ours_does_not_hide_the_cookie() {
     assert_eq!(status, 200);
     let refused = stack.identity.auth().authenticate(session_token(&sessionid)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "logout left the cookie's session alive");
+
+    // Nor does it stand in for the CSRF token at login.
+    browser.get("/api/csrf").await;
+    let login = browser
+        .http
+        .post(format!("{}/api/login", browser.base))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .json(&json!({"username": "lou", "password": PASSWORD}));
+    let (status, _, body) = browser.send(login).await;
+    assert_eq!(status, 403, "{body}");
 }
 
 #[tokio::test]
