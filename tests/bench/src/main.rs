@@ -19,6 +19,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+use e2e::PASSWORD;
 use identity_proto::pb;
 use load::{Measured, Post};
 use procs::{CpuMeter, Proc, free_addr, sibling};
@@ -30,7 +31,6 @@ use tonic::transport::Channel;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const PASSWORD: &str = "correct horse battery";
 const WHOAMI: &str = r#"{"query":"{ whoami { id username } }"}"#;
 
 #[derive(Parser)]
@@ -124,30 +124,9 @@ impl Stack {
     }
 }
 
-/// A user and one login of it.
-struct Login {
-    access_token: String,
-    session_token: String,
-}
-
-async fn sign_up_and_log_in(channel: &Channel, username: &str) -> Login {
-    let mut users = pb::user_service_client::UserServiceClient::new(channel.clone());
-    users
-        .create_user(pb::CreateUserRequest {
-            username: username.into(),
-            email: format!("{username}@example.com"),
-            password: PASSWORD.into(),
-            role: String::new(),
-        })
-        .await
-        .unwrap();
-    let mut auth = pb::auth_service_client::AuthServiceClient::new(channel.clone());
-    let login = auth
-        .login(pb::LoginRequest { username: username.into(), password: PASSWORD.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    Login { access_token: login.access_token, session_token: login.session_token }
+async fn sign_up_and_log_in(channel: &Channel, username: &str) -> pb::LoginResponse {
+    e2e::sign_up(&mut e2e::Users::new(channel.clone()), username).await;
+    e2e::log_in(&mut e2e::Auth::new(channel.clone()), username).await
 }
 
 /// One request, checked, before loading: a scenario that measures errors measures nothing.
@@ -351,30 +330,14 @@ async fn http_row(
 
 /// `count` logins (one user each so that no account throttle applies); their access tokens.
 async fn many_sessions(channel: &Channel, count: usize) -> Vec<String> {
-    let mut users = pb::user_service_client::UserServiceClient::new(channel.clone());
     let per_user = 100;
     let mut tokens = Vec::with_capacity(count);
     for batch in 0..count.div_ceil(per_user) {
         let username = format!("many{batch}");
-        users
-            .create_user(pb::CreateUserRequest {
-                username: username.clone(),
-                email: format!("{username}@example.com"),
-                password: PASSWORD.into(),
-                role: String::new(),
-            })
-            .await
-            .unwrap();
+        e2e::sign_up(&mut e2e::Users::new(channel.clone()), &username).await;
         let logins = (0..per_user.min(count - tokens.len())).map(|_| {
-            let mut auth = pb::auth_service_client::AuthServiceClient::new(channel.clone());
-            let username = username.clone();
-            async move {
-                auth.login(pb::LoginRequest { username, password: PASSWORD.into() })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .access_token
-            }
+            let (mut auth, username) = (e2e::Auth::new(channel.clone()), username.clone());
+            async move { e2e::log_in(&mut auth, &username).await.access_token }
         });
         tokens.extend(futures::future::join_all(logins).await);
     }
