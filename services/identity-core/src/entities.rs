@@ -1,5 +1,6 @@
 //! sea-orm entities: the tables as the store reads and writes them. Only `store` and the
-//! domain modules of this crate see them; transports see domain types.
+//! domain modules of this crate see them; transports see domain types. (`login_attempts` has
+//! none: `throttle` speaks to it in single statements that sea-orm cannot express.)
 
 pub mod users {
     use sea_orm::entity::prelude::*;
@@ -82,6 +83,9 @@ pub mod refresh_tokens {
         pub created_at: i64,
         pub expires_at: i64,
         pub rotated_at: Option<i64>,
+        /// The successor issued at rotation, sealed under the (unstored) token itself; erased
+        /// when the refresh grace closes.
+        pub successor_sealed: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -103,25 +107,6 @@ pub mod signing_keys {
         pub public_jwk: String,
         pub created_at: i64,
         pub retired_at: Option<i64>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-pub mod login_attempts {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "login_attempts")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub throttle_key: String,
-        pub failures: i32,
-        pub last_failure_at: i64,
-        pub locked_until: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

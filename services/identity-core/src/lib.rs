@@ -26,7 +26,7 @@ pub use keys::{Claims, PublicJwk};
 pub use sessions::{ClientInfo, Credential, LoginOutcome, Principal, SessionView, TokenPair};
 pub use settings::{JwtAlg, PasswordCost, Secret, Settings, ThrottleSettings};
 pub use store::StoreOptions;
-pub use users::{NewUser, Role, User, UserPage, UserPatch};
+pub use users::{NewUser, Role, User, UserPage, UserPatch, check_bootstrap_manager, limits};
 
 use crate::{blocking::BlockingPool, keys::Keys, passwords::Passwords, sessions::LiveSessions};
 
@@ -48,7 +48,7 @@ struct Inner {
 impl Identity {
     /// Connects, migrates, and loads (or creates) the signing key.
     pub async fn open(database_url: &str, store: &StoreOptions, settings: Settings) -> CoreResult<Self> {
-        settings.validate().map_err(CoreError::internal)?;
+        settings.validate()?;
         let db = store::open(database_url, store).await?;
         let pool = BlockingPool::per_core();
         let keys = Keys::load(&db, &settings, pool.clone()).await?;

@@ -32,6 +32,18 @@ pub fn check_policy(field: &'static str, password: &str, username: &str) -> Core
     Ok(())
 }
 
+/// A password presented for checking (login, current password): not empty, and no longer
+/// than any password the policy lets anyone set.
+pub fn check_presented(field: &'static str, password: &str) -> CoreResult<()> {
+    if password.is_empty() {
+        return Err(CoreError::invalid(field, "must not be empty"));
+    }
+    if password.len() > MAX_BYTES {
+        return Err(CoreError::invalid(field, format!("must be at most {MAX_BYTES} bytes")));
+    }
+    Ok(())
+}
+
 /// The verdict on a password.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verified {

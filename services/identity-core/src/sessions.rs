@@ -17,7 +17,10 @@ use std::{
 };
 
 use moka::sync::Cache;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    sea_query::Expr,
+};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
 use crate::{
@@ -26,7 +29,7 @@ use crate::{
     error::{CoreError, CoreResult, DeadReason},
     events::{SessionEvent, SessionEventKind},
     keys::{Claims, HasuraClaims},
-    passwords::Verified,
+    passwords::{self, Verified},
     throttle, tokens,
     users::{Role, User},
 };
@@ -122,54 +125,85 @@ impl LiveSessions {
 
 impl Identity {
     /// Username or email, and password. Throttled; one generic error for an unknown user, a
-    /// wrong password and an inactive user, at the same cost.
+    /// wrong password and an inactive user, at the same cost. The steps: find the account,
+    /// reserve a throttle slot, verify the password, rehash it if the cost was raised, open
+    /// the session.
     pub async fn login(&self, login: &str, password: &str, client: ClientInfo) -> CoreResult<LoginOutcome> {
-        if login.trim().is_empty() {
-            return Err(CoreError::invalid("username", "must not be empty"));
-        }
-        if password.is_empty() {
-            return Err(CoreError::invalid("password", "must not be empty"));
-        }
-        let settings = &self.settings().throttle;
+        CoreError::check_all([
+            crate::users::check_login("username", login),
+            passwords::check_presented("password", password),
+        ])?;
         let found = self.find_login(login).await?;
-        // Count against the user, not the string typed: username and email are one account.
-        let account = match &found {
-            Some((user, _)) => format!("id:{}", user.id),
-            None => crate::users::key(login.trim()),
+        let reservation = self.reserve_attempt(login, found.as_ref().map(|(user, _)| user), &client).await?;
+        let (user, rehashed) = match self.verify_login(found, password).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                // The reservation stays: it counts as a failure.
+                tracing::info!(client_ip = %client.ip, "login failed");
+                return Err(error);
+            }
         };
-        let keys = throttle::Keys::new(settings, &account, &client.ip);
-        throttle::check(self.db(), &keys).await?;
+        reservation.succeeded(self.db()).await?;
+        if let Some(hash) = rehashed {
+            self.store_rehash(&user.id, hash).await?;
+        }
+        self.open_session(user, client).await
+    }
 
+    /// Login step: a throttle slot for this attempt, counted against the account (not the
+    /// string typed: username and email are one account) and the client's address.
+    async fn reserve_attempt(
+        &self,
+        login: &str,
+        found: Option<&users::Model>,
+        client: &ClientInfo,
+    ) -> CoreResult<throttle::Reservation> {
+        let account = match found {
+            Some(user) => format!("id:{}", user.id),
+            None => crate::users::key(login),
+        };
+        let settings = &self.settings().throttle;
+        throttle::reserve(self.db(), settings, throttle::Counters::new(settings, &account, &client.ip)).await
+    }
+
+    /// Login step: the password checked against the account's hash (or a decoy of the same
+    /// cost when there is no account). Returns the user and, if the hash was weaker than
+    /// today's cost, its replacement.
+    async fn verify_login(
+        &self,
+        found: Option<(users::Model, crate::entities::credentials::Model)>,
+        password: &str,
+    ) -> CoreResult<(User, Option<String>)> {
         let hash = found.as_ref().map(|(_, credential)| credential.password_hash.as_str());
         let verdict = self.passwords().verify(password, hash).await?;
-        let (user, credential) = match (found, &verdict) {
-            (Some((user, credential)), Verified::Yes | Verified::YesRehashed(_)) if user.is_active => {
-                (user, credential)
-            }
-            (Some(_), Verified::Yes | Verified::YesRehashed(_)) => return Err(CoreError::InvalidCredentials),
-            _ => {
-                throttle::record_failure(self.db(), settings, &keys).await?;
-                tracing::info!(client_ip = %client.ip, "login failed");
-                return Err(CoreError::InvalidCredentials);
-            }
-        };
-        throttle::record_success(self.db(), &keys).await?;
-        let now = clock::now();
-        if let Verified::YesRehashed(new_hash) = verdict {
-            crate::entities::credentials::Entity::update_many()
-                .col_expr(crate::entities::credentials::Column::PasswordHash, Expr::value(new_hash))
-                .col_expr(crate::entities::credentials::Column::UpdatedAt, Expr::value(now))
-                .filter(crate::entities::credentials::Column::UserId.eq(credential.user_id.clone()))
-                .exec(self.db())
-                .await?;
-            tracing::info!(user_id = %user.id, "password rehashed with the current cost");
+        match (found, verdict) {
+            (Some((user, _)), Verified::Yes) if user.is_active => Ok((User::from(user), None)),
+            (Some((user, _)), Verified::YesRehashed(hash)) if user.is_active => Ok((User::from(user), Some(hash))),
+            _ => Err(CoreError::InvalidCredentials),
         }
+    }
+
+    /// Login step: the password hash with today's cost.
+    async fn store_rehash(&self, user_id: &str, hash: String) -> CoreResult<()> {
+        use crate::entities::credentials;
+        credentials::Entity::update_many()
+            .col_expr(credentials::Column::PasswordHash, Expr::value(hash))
+            .col_expr(credentials::Column::UpdatedAt, Expr::value(clock::now()))
+            .filter(credentials::Column::UserId.eq(user_id.to_owned()))
+            .exec(self.db())
+            .await?;
+        tracing::info!(%user_id, "password rehashed with the current cost");
+        Ok(())
+    }
+
+    /// Login step: a new session with its tokens.
+    async fn open_session(&self, user: User, client: ClientInfo) -> CoreResult<LoginOutcome> {
+        let now = clock::now();
         users::Entity::update_many()
             .col_expr(users::Column::LastLogin, Expr::value(now))
             .filter(users::Column::Id.eq(user.id.clone()))
             .exec(self.db())
             .await?;
-
         let (session_token, token_hash) = tokens::generate();
         let session = sessions::Model {
             id: tokens::new_id(),
@@ -186,8 +220,10 @@ impl Identity {
         sessions::Entity::insert(sessions::ActiveModel::from(session.clone()))
             .exec_without_returning(self.db())
             .await?;
-        let user = User { last_login: Some(now), ..User::from(user) };
-        let tokens = self.issue_tokens(&session, &user).await?;
+        let user = User { last_login: Some(now), ..user };
+        let (refresh_token, refresh_hash) = tokens::generate();
+        insert_refresh(self.db(), &session.id, session.expires_at, refresh_hash, now).await?;
+        let tokens = self.token_pair(&session, &user, refresh_token).await?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "login");
         Ok(LoginOutcome { user, session_id: session.id, session_token, tokens })
     }
@@ -196,6 +232,7 @@ impl Identity {
     pub async fn authenticate(&self, credential: Credential<'_>) -> CoreResult<Principal> {
         let (live, claims) = match credential {
             Credential::AccessToken(token) => {
+                tokens::check("access_token", token, tokens::ACCESS_TOKEN_MAX_BYTES)?;
                 let claims = self.keys().verify(token)?;
                 let live = self.live(&claims.sid).await?;
                 if live.session.user_id != claims.sub {
@@ -203,7 +240,10 @@ impl Identity {
                 }
                 (live, Some(claims))
             }
-            Credential::SessionToken(token) => (self.live_by_token(token).await?, None),
+            Credential::SessionToken(token) => {
+                tokens::check("session_token", token, tokens::OPAQUE_TOKEN_MAX_BYTES)?;
+                (self.live_by_token(token).await?, None)
+            }
         };
         let now = clock::now();
         let user = self.check_alive(&live, now)?;
@@ -211,41 +251,96 @@ impl Identity {
         Ok(Principal { user, session_id: live.session.id.clone(), claims, session_expires_at: live.session.expires_at })
     }
 
-    /// Rotates a refresh token: a new access token and a new refresh token. A token used a
-    /// second time after the grace is theft: the session is revoked.
+    /// Rotates a refresh token: a new access token and a new refresh token. Each refresh
+    /// token has at most one successor: every use of it within the grace after its rotation
+    /// gets that same successor (two tabs, a retried request), never a second one. A use
+    /// after the grace is theft: the session is revoked.
     pub async fn refresh(&self, refresh_token: &str) -> CoreResult<TokenPair> {
-        let row = self.find_refresh(refresh_token).await?;
+        let mut row = self.find_refresh(refresh_token).await?;
         let now = clock::now();
         if now >= row.expires_at {
             return Err(CoreError::SessionDead(DeadReason::TokenExpired));
         }
-        let live = self.live(&row.session_id).await?;
+        // Read afresh, not from the cache: a refresh must see a revocation made by another
+        // replica, and it is rare enough (once per access token) to afford the read.
+        let live = self.reload(&row.session_id).await?;
         let user = self.check_alive(&live, now)?;
-        let grace = clock::secs(self.settings().refresh_reuse_grace);
-        let rotated_at = match row.rotated_at {
-            Some(rotated_at) => Some(rotated_at),
-            None => {
-                // Only one concurrent refresh wins the rotation; the others see it rotated.
-                let won = refresh_tokens::Entity::update_many()
-                    .col_expr(refresh_tokens::Column::RotatedAt, Expr::value(now))
-                    .filter(refresh_tokens::Column::Id.eq(row.id.clone()))
-                    .filter(refresh_tokens::Column::RotatedAt.is_null())
-                    .exec(self.db())
-                    .await?
-                    .rows_affected
-                    == 1;
-                if won { None } else { Some(now) }
+        if row.rotated_at.is_none() {
+            let (successor, successor_hash) = tokens::generate();
+            if self.rotate(&row, refresh_token, &successor, successor_hash, now).await? {
+                self.touch(&live, now);
+                return self.token_pair(&live.session, &user, successor).await;
             }
-        };
-        if let Some(rotated_at) = rotated_at
-            && now - rotated_at >= grace
-        {
+            // A concurrent refresh with this token won the rotation: answer what it answered.
+            row = self.find_refresh(refresh_token).await?;
+        }
+        let rotated_at = row.rotated_at.unwrap_or(now);
+        if now - rotated_at >= clock::secs(self.settings().refresh_reuse_grace) {
             tracing::warn!(session_id = %row.session_id, "refresh token reused: revoking the session");
             self.revoke(&row.session_id, "refresh_token_reuse").await?;
             return Err(CoreError::SessionDead(DeadReason::RefreshTokenReused));
         }
+        // Sealed under the token just presented, which the database does not hold.
+        let successor = row
+            .successor_sealed
+            .as_deref()
+            .and_then(|sealed| tokens::unseal(refresh_token, &row.id, sealed))
+            .ok_or(CoreError::SessionDead(DeadReason::InvalidToken))?;
         self.touch(&live, now);
-        self.issue_tokens(&live.session, &user).await
+        self.token_pair(&live.session, &user, successor).await
+    }
+
+    /// Makes `successor` the one successor of `row`, in one transaction: the successor is
+    /// stored, and `row` marked rotated only if no concurrent refresh did it first (which
+    /// leaves this call nothing: `false`).
+    async fn rotate(
+        &self,
+        row: &refresh_tokens::Model,
+        presented: &str,
+        successor: &str,
+        successor_hash: String,
+        now: i64,
+    ) -> CoreResult<bool> {
+        let sealed = tokens::seal(presented, &row.id, successor)?;
+        let transaction = self.db().begin().await?;
+        insert_refresh(&transaction, &row.session_id, row.expires_at, successor_hash, now).await?;
+        let won = refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::RotatedAt, Expr::value(now))
+            .col_expr(refresh_tokens::Column::SuccessorSealed, Expr::value(sealed))
+            .filter(refresh_tokens::Column::Id.eq(row.id.clone()))
+            .filter(refresh_tokens::Column::RotatedAt.is_null())
+            .exec(&transaction)
+            .await?
+            .rows_affected
+            == 1;
+        if won {
+            transaction.commit().await?;
+        } else {
+            transaction.rollback().await?;
+        }
+        Ok(won)
+    }
+
+    /// Erases the successors of refresh tokens whose grace has closed: from then on they only
+    /// prove theft. Returns how many were erased.
+    pub async fn erase_spent_successors(&self) -> CoreResult<u64> {
+        let cutoff = clock::now() - clock::secs(self.settings().refresh_reuse_grace);
+        let sealed = || {
+            refresh_tokens::Entity::find()
+                .filter(refresh_tokens::Column::SuccessorSealed.is_not_null())
+                .filter(refresh_tokens::Column::RotatedAt.lte(cutoff))
+        };
+        // A read first: most sweeps find nothing, and an UPDATE would take SQLite's write lock.
+        if sealed().one(self.db()).await?.is_none() {
+            return Ok(0);
+        }
+        let erased = refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::SuccessorSealed, Expr::value(Option::<String>::None))
+            .filter(refresh_tokens::Column::SuccessorSealed.is_not_null())
+            .filter(refresh_tokens::Column::RotatedAt.lte(cutoff))
+            .exec(self.db())
+            .await?;
+        Ok(erased.rows_affected)
     }
 
     /// Revokes the session a refresh token belongs to. Idempotent.
@@ -275,6 +370,7 @@ impl Identity {
     ) -> CoreResult<Vec<SessionView>> {
         let caller = caller.ok_or(CoreError::Unauthenticated)?;
         let user_id = user_id.filter(|id| !id.is_empty()).unwrap_or(&caller.user.id);
+        crate::users::check_id("user_id", user_id)?;
         if user_id != caller.user.id && !caller.is_manager() {
             return Err(CoreError::Forbidden("only a manager may list other users' sessions"));
         }
@@ -314,9 +410,7 @@ impl Identity {
     /// "not found" to a non-manager, so ids cannot be probed.
     pub async fn revoke_session(&self, caller: Option<&Principal>, session_id: &str) -> CoreResult<()> {
         let caller = caller.ok_or(CoreError::Unauthenticated)?;
-        if session_id.is_empty() {
-            return Err(CoreError::invalid("session_id", "must not be empty"));
-        }
+        crate::users::check_id("session_id", session_id)?;
         let session = sessions::Entity::find_by_id(session_id.to_owned())
             .one(self.db())
             .await?
@@ -364,7 +458,8 @@ impl Identity {
 
     // --- internals ---
 
-    async fn issue_tokens(&self, session: &sessions::Model, user: &User) -> CoreResult<TokenPair> {
+    /// A fresh access token for `session`, paired with `refresh_token`.
+    async fn token_pair(&self, session: &sessions::Model, user: &User, refresh_token: String) -> CoreResult<TokenPair> {
         let settings = self.settings();
         let now = clock::now();
         let access_expires_at = (now + clock::secs(settings.access_ttl)).min(session.expires_at);
@@ -383,24 +478,11 @@ impl Identity {
             hasura: HasuraClaims { allowed_roles: vec![role.clone()], default_role: role, user_id: user.id.clone() },
         };
         let access_token = self.keys().sign(claims.clone()).await?;
-        let (refresh_token, token_hash) = tokens::generate();
-        refresh_tokens::Entity::insert(refresh_tokens::ActiveModel {
-            id: Set(tokens::new_id()),
-            session_id: Set(session.id.clone()),
-            token_hash: Set(token_hash),
-            created_at: Set(now),
-            expires_at: Set(session.expires_at),
-            rotated_at: Set(None),
-        })
-        .exec_without_returning(self.db())
-        .await?;
         Ok(TokenPair { access_token, access_expires_at, refresh_token, refresh_expires_at: session.expires_at, claims })
     }
 
     async fn find_refresh(&self, refresh_token: &str) -> CoreResult<refresh_tokens::Model> {
-        if refresh_token.is_empty() {
-            return Err(CoreError::invalid("refresh_token", "must not be empty"));
-        }
+        tokens::check("refresh_token", refresh_token, tokens::OPAQUE_TOKEN_MAX_BYTES)?;
         let hash = tokens::hash(refresh_token);
         refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::TokenHash.eq(hash.clone()))
@@ -420,6 +502,21 @@ impl Identity {
             .await?
             .ok_or(CoreError::SessionDead(DeadReason::InvalidToken))?;
         self.remember(session).await
+    }
+
+    /// The session read from the database (and cached), keeping the latest use this process
+    /// knows of.
+    async fn reload(&self, session_id: &str) -> CoreResult<Arc<Live>> {
+        let seen = self.live_sessions().by_id.get(session_id).map(|live| live.last_seen.load(Ordering::Relaxed));
+        let session = sessions::Entity::find_by_id(session_id.to_owned())
+            .one(self.db())
+            .await?
+            .ok_or(CoreError::SessionDead(DeadReason::InvalidToken))?;
+        let live = self.remember(session).await?;
+        if let Some(seen) = seen {
+            live.last_seen.fetch_max(seen, Ordering::Relaxed);
+        }
+        Ok(live)
     }
 
     async fn live_by_token(&self, token: &str) -> CoreResult<Arc<Live>> {
@@ -626,6 +723,28 @@ impl Identity {
             at: now,
         })
     }
+}
+
+/// Stores a refresh token of a session (by its hash); it lives as long as the session may.
+async fn insert_refresh(
+    db: &impl ConnectionTrait,
+    session_id: &str,
+    expires_at: i64,
+    token_hash: String,
+    now: i64,
+) -> CoreResult<()> {
+    refresh_tokens::Entity::insert(refresh_tokens::ActiveModel {
+        id: Set(tokens::new_id()),
+        session_id: Set(session_id.to_owned()),
+        token_hash: Set(token_hash),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        rotated_at: Set(None),
+        successor_sealed: Set(None),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 fn truncate(value: &str, max_chars: usize) -> String {

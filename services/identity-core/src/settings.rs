@@ -5,6 +5,8 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use jsonwebtoken::Algorithm;
 
+use crate::error::{CoreError, CoreResult};
+
 /// A secret string whose `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -170,43 +172,81 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Checks what clap cannot: combinations and minimums. The error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        match (self.jwt_alg, &self.jwt_secret) {
-            (JwtAlg::Hs256, None) => {
-                return Err("IDENTITY_JWT_SECRET is required when IDENTITY_JWT_ALG is HS256".into());
-            }
-            (JwtAlg::Hs256, Some(secret)) if secret.expose().len() < 32 => {
-                return Err("IDENTITY_JWT_SECRET must be at least 32 bytes".into());
-            }
-            (JwtAlg::Hs256, Some(_)) => {}
-            (_, Some(_)) => {
-                return Err(format!("IDENTITY_JWT_SECRET is only for HS256, but IDENTITY_JWT_ALG is {}", self.jwt_alg));
-            }
-            (_, None) => {}
-        }
-        for (name, ttl) in [
-            ("IDENTITY_ACCESS_TTL", self.access_ttl),
-            ("IDENTITY_REFRESH_TTL", self.refresh_ttl),
-            ("IDENTITY_SESSION_IDLE_TTL", self.session_idle_ttl),
+    /// Checks combinations and bounds, every one at once. Each violation names the field of
+    /// `Settings` (`throttle.` fields by theirs); the binary says which setting that is.
+    pub fn validate(&self) -> CoreResult<()> {
+        let mut checks = vec![self.check_secret()];
+        for (field, ttl) in [
+            ("access_ttl", self.access_ttl),
+            ("refresh_ttl", self.refresh_ttl),
+            ("session_idle_ttl", self.session_idle_ttl),
         ] {
-            if ttl.as_secs() < 1 {
-                return Err(format!("{name} must be at least 1s"));
-            }
+            checks.push(at_least(field, ttl, Duration::from_secs(1), "1s"));
         }
-        let cost = self.password_cost;
+        // An access token outliving its session is not refused: tokens never outlive their
+        // session (they are cut at its expiry), whatever the settings say.
+        checks.push(at_least("session_cache_ttl", self.session_cache_ttl, Duration::from_millis(100), "100ms"));
+        checks.push(self.password_cost.check());
+        checks.push(self.throttle.check());
+        CoreError::check_all(checks)
+    }
+
+    fn check_secret(&self) -> CoreResult<()> {
+        match (self.jwt_alg, &self.jwt_secret) {
+            (JwtAlg::Hs256, None) => Err(CoreError::invalid("jwt_secret", "is required for HS256")),
+            // RFC 7518 3.2: an HS256 key is at least as long as the hash, 256 bits.
+            (JwtAlg::Hs256, Some(secret)) if secret.expose().len() < 32 => {
+                Err(CoreError::invalid("jwt_secret", "must be at least 32 bytes"))
+            }
+            (JwtAlg::Hs256, Some(_)) | (_, None) => Ok(()),
+            (other, Some(_)) => Err(CoreError::invalid("jwt_secret", format!("is only for HS256, not {other}"))),
+        }
+    }
+}
+
+impl PasswordCost {
+    /// Never below OWASP's minimum; within what argon2 accepts.
+    pub fn check(&self) -> CoreResult<()> {
         let owasp = PasswordCost::OWASP;
-        if cost.memory_kib < owasp.memory_kib || cost.iterations < owasp.iterations || cost.parallelism < 1 {
-            return Err(format!(
-                "IDENTITY_ARGON2_*: argon2id cost below OWASP's minimum (m={} KiB, t={}, p=1)",
-                owasp.memory_kib, owasp.iterations
+        if self.memory_kib < owasp.memory_kib || self.iterations < owasp.iterations || self.parallelism < 1 {
+            return Err(CoreError::invalid(
+                "password_cost",
+                format!("below OWASP's minimum (m={} KiB, t={}, p=1)", owasp.memory_kib, owasp.iterations),
             ));
         }
-        if self.throttle.max_failures == 0 {
-            return Err("IDENTITY_LOGIN_MAX_FAILURES must be at least 1".into());
+        // A cost that would take minutes per login is a mistake, not a policy.
+        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
+            return Err(CoreError::invalid("password_cost", "above the maximum (m=4 GiB, t=64, p=64)"));
         }
-        Ok(())
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map(|_| ())
+            .map_err(|error| CoreError::invalid("password_cost", error.to_string()))
     }
+}
+
+impl ThrottleSettings {
+    pub fn check(&self) -> CoreResult<()> {
+        let mut checks = Vec::new();
+        for (field, limit) in [
+            ("throttle.max_failures", self.max_failures),
+            ("throttle.account_max_failures", self.account_max_failures),
+            ("throttle.address_max_failures", self.address_max_failures),
+        ] {
+            if limit == 0 {
+                checks.push(Err(CoreError::invalid(field, "must be at least 1")));
+            }
+        }
+        checks.push(at_least("throttle.lockout", self.lockout, Duration::from_secs(1), "1s"));
+        checks.push(at_least("throttle.failure_window", self.failure_window, Duration::from_secs(1), "1s"));
+        if self.lockout_max < self.lockout {
+            checks.push(Err(CoreError::invalid("throttle.lockout_max", "must not be shorter than the first lock-out")));
+        }
+        CoreError::check_all(checks)
+    }
+}
+
+fn at_least(field: &'static str, value: Duration, minimum: Duration, shown: &str) -> CoreResult<()> {
+    if value < minimum { Err(CoreError::invalid(field, format!("must be at least {shown}"))) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -218,23 +258,52 @@ mod tests {
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "[redacted]");
     }
 
-    #[test]
-    fn hs256_needs_a_long_secret_and_others_refuse_one() {
-        let mut settings = Settings { jwt_alg: JwtAlg::Hs256, ..Settings::default() };
-        assert!(settings.validate().unwrap_err().contains("IDENTITY_JWT_SECRET"));
-        settings.jwt_secret = Some(Secret::new("short"));
-        assert!(settings.validate().unwrap_err().contains("32 bytes"));
-        settings.jwt_secret = Some(Secret::new("x".repeat(32)));
-        assert!(settings.validate().is_ok());
-        settings.jwt_alg = JwtAlg::Es256;
-        assert!(settings.validate().unwrap_err().contains("only for HS256"));
+    fn refusal(settings: &Settings) -> String {
+        settings.validate().unwrap_err().to_string()
     }
 
     #[test]
-    fn password_cost_below_owasp_is_refused() {
+    fn hs256_needs_a_long_secret_and_others_refuse_one() {
+        let mut settings = Settings { jwt_alg: JwtAlg::Hs256, ..Settings::default() };
+        assert_eq!(refusal(&settings), "jwt_secret: is required for HS256");
+        settings.jwt_secret = Some(Secret::new("x".repeat(31)));
+        assert_eq!(refusal(&settings), "jwt_secret: must be at least 32 bytes");
+        settings.jwt_secret = Some(Secret::new("x".repeat(32)));
+        assert!(settings.validate().is_ok());
+        settings.jwt_alg = JwtAlg::Es256;
+        assert!(refusal(&settings).contains("only for HS256"));
+    }
+
+    #[test]
+    fn password_cost_below_owasp_or_absurd_is_refused() {
         let settings =
             Settings { password_cost: PasswordCost { memory_kib: 4096, ..PasswordCost::OWASP }, ..Settings::default() };
-        assert!(settings.validate().unwrap_err().contains("OWASP"));
+        assert!(refusal(&settings).contains("OWASP"));
+        let settings = Settings {
+            password_cost: PasswordCost { parallelism: 1000, ..PasswordCost::OWASP },
+            ..Settings::default()
+        };
+        assert!(refusal(&settings).starts_with("password_cost"));
+    }
+
+    #[test]
+    fn nonsense_durations_and_limits_are_refused_all_at_once() {
+        let settings = Settings {
+            access_ttl: Duration::ZERO,
+            session_cache_ttl: Duration::from_millis(1),
+            throttle: ThrottleSettings {
+                max_failures: 0,
+                lockout: Duration::from_secs(60),
+                lockout_max: Duration::from_secs(1),
+                ..ThrottleSettings::default()
+            },
+            ..Settings::default()
+        };
+        let message = refusal(&settings);
+        for field in ["access_ttl", "session_cache_ttl", "throttle.max_failures", "throttle.lockout_max"] {
+            assert!(message.contains(field), "{message}");
+        }
+        assert!(Settings::default().validate().is_ok());
     }
 
     #[test]

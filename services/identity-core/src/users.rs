@@ -6,6 +6,9 @@ use sea_orm::{
     sea_query::Expr,
 };
 
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::MixedScript;
+
 use crate::{
     Identity, clock,
     entities::{credentials, users},
@@ -115,40 +118,98 @@ pub struct UserPage {
 pub const MAX_PAGE_SIZE: u64 = 1000;
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 
-/// Django's username rule: up to 150 letters, digits and `@.+-_`.
+/// The input bounds of the user API (docs/identity-service.md, "Input limits").
+pub mod limits {
+    /// Django's username length.
+    pub const USERNAME_CHARS: usize = 150;
+    /// RFC 5321's longest forward path.
+    pub const EMAIL_BYTES: usize = 254;
+    /// What a login may be: a username or an email.
+    pub const LOGIN_CHARS: usize = 254;
+    /// Ids are UUIDs (36 characters); anything much longer is not one of ours.
+    pub const ID_BYTES: usize = 64;
+}
+
+/// A username as stored: trimmed, in Unicode NFKC (so that `ｒｏｏｔ` in full-width forms is
+/// `root`).
+pub fn normalize_username(username: &str) -> String {
+    username.trim().nfkc().collect()
+}
+
+/// Usernames (after `normalize_username`): 1 to 150 letters, digits and `@.+-_` (Django's
+/// rule), and the letters of one script (Unicode UTS #39 "single script": `rооt` with
+/// Cyrillic `о`s is refused, so it cannot pass for `root`).
 pub fn check_username(field: &'static str, username: &str) -> CoreResult<()> {
     if username.is_empty() {
         return Err(CoreError::invalid(field, "must not be empty"));
     }
-    if username.chars().count() > 150 {
-        return Err(CoreError::invalid(field, "must be at most 150 characters"));
+    if username.chars().count() > limits::USERNAME_CHARS {
+        return Err(CoreError::invalid(field, format!("must be at most {} characters", limits::USERNAME_CHARS)));
     }
     if !username.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c)) {
         return Err(CoreError::invalid(field, "may contain only letters, digits and @.+-_"));
     }
+    if !username.is_single_script() {
+        return Err(CoreError::invalid(
+            field,
+            "must not mix letters of different scripts (such as Latin and Cyrillic)",
+        ));
+    }
     Ok(())
 }
 
+/// An address as one user types it to another: `local@domain.tld`, at most 254 bytes, no
+/// display name, no quoted local part, no IP-literal domain.
 pub fn check_email(field: &'static str, email: &str) -> CoreResult<()> {
     let bad = || CoreError::invalid(field, "must be a valid email address");
-    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+    if email.len() > limits::EMAIL_BYTES {
+        return Err(CoreError::invalid(field, format!("must be at most {} bytes", limits::EMAIL_BYTES)));
+    }
+    if email.starts_with('"') || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad());
     }
-    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    if local.is_empty()
-        || domain.contains('@')
-        || !domain.contains('.')
-        || domain.starts_with('.')
-        || domain.ends_with('.')
-    {
-        return Err(bad());
+    let options = email_address::Options::default().with_required_tld().without_display_text().without_domain_literal();
+    email_address::EmailAddress::parse_with_options(email, options).map(|_| ()).map_err(|_| bad())
+}
+
+/// A login as typed (username or email), bounded before anything looks it up.
+pub(crate) fn check_login(field: &'static str, login: &str) -> CoreResult<()> {
+    if login.trim().is_empty() {
+        return Err(CoreError::invalid(field, "must not be empty"));
+    }
+    if login.chars().count() > limits::LOGIN_CHARS {
+        return Err(CoreError::invalid(field, format!("must be at most {} characters", limits::LOGIN_CHARS)));
     }
     Ok(())
 }
 
-/// Usernames and emails are unique regardless of case.
+/// An id the caller sends (a user's or a session's).
+pub(crate) fn check_id(field: &'static str, id: &str) -> CoreResult<()> {
+    if id.is_empty() {
+        return Err(CoreError::invalid(field, "must not be empty"));
+    }
+    if id.len() > limits::ID_BYTES {
+        return Err(CoreError::invalid(field, format!("must be at most {} bytes", limits::ID_BYTES)));
+    }
+    Ok(())
+}
+
+/// Checks `IDENTITY_BOOTSTRAP_MANAGER` (`username:password`) before anything starts, by the
+/// rules of a sign-up.
+pub fn check_bootstrap_manager(username: &str, password: &str) -> CoreResult<()> {
+    let username = normalize_username(username);
+    CoreError::check_all([
+        check_username("username", &username),
+        passwords::check_policy("password", password, &username),
+    ])
+}
+
+/// The lookup key of a username or email: NFKC, case folded, NFKC again (Unicode's
+/// NFKC_Casefold, near enough). Keys decide uniqueness: `Alice`, `ALICE` and `ａｌｉｃｅ` are
+/// one user.
 pub(crate) fn key(value: &str) -> String {
-    value.to_lowercase()
+    let normal: String = value.trim().nfkc().collect();
+    caseless::default_case_fold_str(&normal).nfkc().collect()
 }
 
 fn is_manager(caller: Option<&Principal>) -> bool {
@@ -160,7 +221,7 @@ fn is_manager(caller: Option<&Principal>) -> bool {
 impl Identity {
     /// Sign-up (anyone, role "user") or creation by a manager (any role).
     pub async fn create_user(&self, caller: Option<&Principal>, new: NewUser) -> CoreResult<User> {
-        let username = new.username.trim().to_owned();
+        let username = normalize_username(&new.username);
         let email = new.email.trim().to_owned();
         CoreError::check_all([
             check_username("username", &username),
@@ -221,6 +282,7 @@ impl Identity {
     /// The caller itself, or anyone for a manager.
     pub async fn get_user(&self, caller: Option<&Principal>, id: &str) -> CoreResult<User> {
         let caller = caller.ok_or(CoreError::Unauthenticated)?;
+        check_id("id", id)?;
         if caller.user.id != id && !caller.is_manager() {
             return Err(CoreError::Forbidden("only a manager may read other users"));
         }
@@ -269,6 +331,7 @@ impl Identity {
     /// live sessions; deactivation revokes them.
     pub async fn update_user(&self, caller: Option<&Principal>, id: &str, patch: UserPatch) -> CoreResult<User> {
         let caller = caller.ok_or(CoreError::Unauthenticated)?;
+        check_id("user.id", id)?;
         let own = caller.user.id == id;
         if !own && !caller.is_manager() {
             return Err(CoreError::Forbidden("only a manager may change other users"));
@@ -316,6 +379,7 @@ impl Identity {
         if !caller.is_manager() {
             return Err(CoreError::Forbidden("only a manager may delete users"));
         }
+        check_id("id", id)?;
         if self.find_user(id).await?.is_none() {
             return Err(CoreError::NotFound("user"));
         }
@@ -330,10 +394,10 @@ impl Identity {
     /// sessions. Returns how many were revoked.
     pub async fn change_password(&self, caller: Option<&Principal>, current: &str, new: &str) -> CoreResult<u32> {
         let caller = caller.ok_or(CoreError::Unauthenticated)?;
-        if current.is_empty() {
-            return Err(CoreError::invalid("current_password", "must not be empty"));
-        }
-        passwords::check_policy("new_password", new, &caller.user.username)?;
+        CoreError::check_all([
+            passwords::check_presented("current_password", current),
+            passwords::check_policy("new_password", new, &caller.user.username),
+        ])?;
         let credential = credentials::Entity::find_by_id(caller.user.id.clone())
             .one(self.db())
             .await?
@@ -358,8 +422,8 @@ impl Identity {
         if managers.is_some() {
             return Ok(None);
         }
-        check_username("IDENTITY_BOOTSTRAP_MANAGER", username)?;
-        passwords::check_policy("IDENTITY_BOOTSTRAP_MANAGER", password, username)?;
+        let username = &normalize_username(username);
+        check_bootstrap_manager(username, password)?;
         let email = if username.contains('@') { username.to_owned() } else { format!("{username}@localhost") };
         let hash = self.passwords().hash(password).await?;
         self.insert_user(username, &email, Role::Manager, hash).await.map(Some)
@@ -389,19 +453,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn usernames_follow_djangos_rule() {
-        assert!(check_username("username", "alice.b+c-d_e@x").is_ok());
+    fn usernames_follow_djangos_rule_in_one_script() {
+        for good in ["alice.b+c-d_e@x", "zoë", "Дмитрий", "山田太郎", "やまだ", "user42"] {
+            assert!(check_username("username", &normalize_username(good)).is_ok(), "{good}");
+        }
         assert!(check_username("username", "").is_err());
         assert!(check_username("username", "has space").is_err());
         assert!(check_username("username", &"a".repeat(151)).is_err());
+        assert!(check_username("username", "a\u{200b}b").is_err(), "zero-width space");
+        // Latin r and t around Cyrillic о: a look-alike of "root".
+        let error = check_username("username", "r\u{43e}\u{43e}t").unwrap_err().to_string();
+        assert!(error.contains("scripts"), "{error}");
     }
 
     #[test]
-    fn emails_need_a_local_part_and_a_dotted_domain() {
-        assert!(check_email("email", "a@example.com").is_ok());
-        for bad in ["", "a", "@example.com", "a@b", "a@@b.c", "a b@c.d", "a@.com"] {
+    fn usernames_are_stored_in_nfkc_and_looked_up_by_their_case_fold() {
+        assert_eq!(normalize_username(" ｒｏｏｔ "), "root");
+        assert_eq!(key("ROOT"), key("root"));
+        assert_eq!(key("ｒｏｏｔ"), "root");
+        assert_eq!(key("Straße"), key("STRASSE"));
+        assert_ne!(key("r\u{43e}\u{43e}t"), key("root"));
+    }
+
+    #[test]
+    fn emails_are_bare_addresses_with_a_dotted_domain() {
+        for good in ["a@example.com", "first.last+tag@sub.example.co.uk", "zoë@exämple.com"] {
+            assert!(check_email("email", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a",
+            "@example.com",
+            "a@b",
+            "a@@b.c",
+            "a b@c.d",
+            "a@.com",
+            "<script>@x.com",
+            "\"<script>\"@x.com",
+            "Alice <a@example.com>",
+            "a@[127.0.0.1]",
+            "a@example.com\n",
+        ] {
             assert!(check_email("email", bad).is_err(), "{bad}");
         }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(check_email("email", &long).unwrap_err().to_string().contains("254 bytes"));
+    }
+
+    #[test]
+    fn the_bootstrap_manager_is_checked_like_a_sign_up() {
+        assert!(check_bootstrap_manager("root", "change me please").is_ok());
+        let error = check_bootstrap_manager("root", "short").unwrap_err().to_string();
+        assert_eq!(error, "password: must be at least 8 characters");
     }
 
     #[test]
