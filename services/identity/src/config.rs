@@ -3,8 +3,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::Parser;
-use identity_core::{JwtAlg, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use identity_core::{
+    CoreError, JwtAlg, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings, check_bootstrap_manager,
+};
 
 /// The identity service: users, sessions and tokens over gRPC.
 #[derive(Debug, Clone, Parser)]
@@ -144,15 +146,60 @@ pub struct Config {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+impl ConfigError {
+    /// The core's refusal of `Settings`, each field named by its setting.
+    fn from_core(error: CoreError) -> Self {
+        match error {
+            CoreError::Invalid(violations) => ConfigError(
+                violations
+                    .iter()
+                    .map(|violation| format!("{}: {}", variable(violation.field), violation.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            other => ConfigError(other.to_string()),
+        }
+    }
+}
+
+/// The setting behind a field of `Settings`.
+fn variable(field: &str) -> &str {
+    match field {
+        "jwt_secret" => "IDENTITY_JWT_SECRET",
+        "access_ttl" => "IDENTITY_ACCESS_TTL",
+        "refresh_ttl" => "IDENTITY_REFRESH_TTL",
+        "session_idle_ttl" => "IDENTITY_SESSION_IDLE_TTL",
+        "refresh_reuse_grace" => "IDENTITY_REFRESH_REUSE_GRACE",
+        "session_cache_ttl" => "IDENTITY_SESSION_CACHE_TTL",
+        "password_cost" => "IDENTITY_ARGON2_MEMORY_KIB/_ITERATIONS/_PARALLELISM",
+        "throttle.max_failures" => "IDENTITY_LOGIN_MAX_FAILURES",
+        "throttle.account_max_failures" => "IDENTITY_LOGIN_ACCOUNT_MAX_FAILURES",
+        "throttle.address_max_failures" => "IDENTITY_LOGIN_ADDRESS_MAX_FAILURES",
+        "throttle.lockout" => "IDENTITY_LOGIN_LOCKOUT",
+        "throttle.lockout_max" => "IDENTITY_LOGIN_LOCKOUT_MAX",
+        "throttle.failure_window" => "IDENTITY_LOGIN_FAILURE_WINDOW",
+        other => other,
+    }
+}
+
 impl Config {
-    /// The defaults, as if started with no flags and no environment; for tests.
+    /// The contract's defaults, built from the declarations above without reading the
+    /// environment; for tests.
     pub fn defaults() -> Self {
-        let mut config = Config::parse_from(["identity-service"]);
-        // parse_from still reads the environment; tests want the contract's defaults.
-        config.database_url = Secret::new("sqlite://data/identity.db?mode=rwc");
-        config.jwt_secret = None;
-        config.bootstrap_manager = None;
-        config
+        let command = Self::command().mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(["identity-service"]);
+        matches
+            .and_then(|matches| Self::from_arg_matches(&matches))
+            .unwrap_or_else(|error| panic!("the declared defaults do not parse: {error}"))
+    }
+
+    /// Everything checked: the settings of the domain, the store and the bootstrap manager.
+    /// The message names the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.settings()?;
+        self.store()?;
+        self.bootstrap_manager()?;
+        Ok(())
     }
 
     pub fn settings(&self) -> Result<Settings, ConfigError> {
@@ -182,29 +229,39 @@ impl Config {
                 lockout_max: self.login_lockout_max.into(),
                 failure_window: self.login_failure_window.into(),
             },
-            session_cache_ttl: Duration::from(self.session_cache_ttl).max(Duration::from_millis(100)),
+            session_cache_ttl: self.session_cache_ttl.into(),
         };
-        settings.validate().map_err(ConfigError)?;
+        settings.validate().map_err(ConfigError::from_core)?;
         Ok(settings)
     }
 
-    pub fn store(&self) -> StoreOptions {
-        StoreOptions { timeout: self.database_timeout.into(), max_connections: self.database_max_connections.max(1) }
+    pub fn store(&self) -> Result<StoreOptions, ConfigError> {
+        let timeout: Duration = self.database_timeout.into();
+        if timeout < Duration::from_millis(100) {
+            return Err(ConfigError("IDENTITY_DATABASE_TIMEOUT: must be at least 100ms".into()));
+        }
+        if !(1..=1000).contains(&self.database_max_connections) {
+            return Err(ConfigError("IDENTITY_DATABASE_MAX_CONNECTIONS: must be between 1 and 1000".into()));
+        }
+        Ok(StoreOptions { timeout, max_connections: self.database_max_connections })
     }
 
-    /// `username:password` or `username:@file`.
+    /// `username:password` or `username:@file`, checked as a sign-up would be.
     pub fn bootstrap_manager(&self) -> Result<Option<(String, Secret)>, ConfigError> {
+        let invalid = |reason: String| ConfigError(format!("IDENTITY_BOOTSTRAP_MANAGER: {reason}"));
         let Some(value) = &self.bootstrap_manager else { return Ok(None) };
-        let (username, password) = value.expose().split_once(':').ok_or_else(|| {
-            ConfigError("IDENTITY_BOOTSTRAP_MANAGER: expected username:password or username:@file".into())
-        })?;
+        let (username, password) = value
+            .expose()
+            .split_once(':')
+            .ok_or_else(|| invalid("expected username:password or username:@file".into()))?;
         let password = match password.strip_prefix('@') {
             Some(path) => std::fs::read_to_string(path)
-                .map_err(|error| ConfigError(format!("IDENTITY_BOOTSTRAP_MANAGER: cannot read {path}: {error}")))?
+                .map_err(|error| invalid(format!("cannot read {path}: {error}")))?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned(),
             None => password.to_owned(),
         };
+        check_bootstrap_manager(username, &password).map_err(|error| invalid(error.to_string()))?;
         Ok(Some((username.to_owned(), Secret::new(password))))
     }
 }
@@ -232,6 +289,32 @@ mod tests {
         let mut config = Config::defaults();
         config.database_url = Secret::new("mysql://x");
         assert!(config.settings().unwrap_err().0.starts_with("IDENTITY_DATABASE_URL"));
+    }
+
+    #[test]
+    fn nonsense_values_are_refused_naming_the_setting() {
+        let config = Config { database_max_connections: 0, ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("IDENTITY_DATABASE_MAX_CONNECTIONS"));
+        let config = Config { database_timeout: Duration::ZERO.into(), ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("IDENTITY_DATABASE_TIMEOUT"));
+        let config = Config { login_max_failures: 0, login_lockout: Duration::ZERO.into(), ..Config::defaults() };
+        let message = config.validate().unwrap_err().0;
+        assert!(
+            message.contains("IDENTITY_LOGIN_MAX_FAILURES") && message.contains("IDENTITY_LOGIN_LOCKOUT:"),
+            "{message}"
+        );
+        let config =
+            Config { jwt_alg: JwtAlg::Hs256, jwt_secret: Some(Secret::new("x".repeat(31))), ..Config::defaults() };
+        assert_eq!(config.validate().unwrap_err().0, "IDENTITY_JWT_SECRET: must be at least 32 bytes");
+    }
+
+    #[test]
+    fn the_bootstrap_password_is_checked_before_start_and_named_once() {
+        let config = Config { bootstrap_manager: Some(Secret::new("root:short")), ..Config::defaults() };
+        assert_eq!(
+            config.validate().unwrap_err().0,
+            "IDENTITY_BOOTSTRAP_MANAGER: password: must be at least 8 characters"
+        );
     }
 
     #[test]

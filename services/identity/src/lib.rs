@@ -12,7 +12,10 @@ use identity_proto::{
     pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
 };
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    server::NamedService,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::ServingStatus;
 
 pub use config::{Config, ConfigError};
@@ -32,85 +35,143 @@ pub enum StartError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Opens the database, then serves gRPC on `listener` until `shutdown` completes.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), StartError> {
+impl StartError {
+    /// The exit code of a binary that failed this way: 2 for configuration, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The service with its database open: migrated, keys loaded, the bootstrap manager ensured.
+/// Nothing listens yet, so a binary can bind only once this succeeded.
+pub struct Opened {
+    identity: Identity,
+}
+
+/// Opens the database and prepares the domain. Every failure names its setting.
+pub async fn open(config: &Config) -> Result<Opened, StartError> {
     let settings = config.settings()?;
     let bootstrap = config.bootstrap_manager()?;
     let identity =
-        Identity::open(config.database_url.expose(), &config.store(), settings).await.map_err(StartError::Database)?;
+        Identity::open(config.database_url.expose(), &config.store()?, settings).await.map_err(StartError::Database)?;
     if let Some((username, password)) = bootstrap {
         match identity.ensure_manager(&username, password.expose()).await.map_err(StartError::Bootstrap)? {
             Some(user) => tracing::info!(user_id = %user.id, %username, "bootstrap manager created"),
             None => tracing::info!("a manager exists; IDENTITY_BOOTSTRAP_MANAGER left unused"),
         }
     }
+    Ok(Opened { identity })
+}
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    // Reflection serves our API, health, and google.rpc error details (so that grpcurl can
-    // show field violations, retry info and error reasons), in both protocol versions.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1().map_err(|error| StartError::Reflection(error.to_string()))?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|error| StartError::Reflection(error.to_string()))?;
+/// Opens the database, then serves gRPC on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    open(&config).await?.serve(listener, shutdown).await
+}
 
-    // Health follows the database: NOT_SERVING while it cannot be reached. Every service's
-    // status is set before the server accepts, so no check ever finds one missing.
-    const SERVICES: [&str; 3] = ["", "identity.v1.UserService", "identity.v1.AuthService"];
-    let database_status = |identity: Identity| async move {
-        match identity.ping().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(_) => ServingStatus::NotServing,
-        }
-    };
-    let mut last = database_status(identity.clone()).await;
-    for service in SERVICES {
-        health.set_service_status(service, last).await;
-    }
-    let watcher = {
-        let identity = identity.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let status = database_status(identity.clone()).await;
-                if status != last {
-                    for service in SERVICES {
-                        health.set_service_status(service, status).await;
-                    }
-                    last = status;
+/// The names health reports: the server as a whole and each of our services.
+const HEALTH_SERVICES: [&str; 3] = [
+    "",
+    <UserServiceServer<grpc::users::Users> as NamedService>::NAME,
+    <AuthServiceServer<grpc::auth::Auth> as NamedService>::NAME,
+];
+
+impl Opened {
+    /// Serves gRPC on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartError> {
+        let identity = self.identity;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // Reflection serves our API, health, and google.rpc error details (so that grpcurl can
+        // show field violations, retry info and error reasons), in both protocol versions.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(|error| StartError::Reflection(error.to_string()))?;
+        let reflection_v1alpha =
+            reflection().build_v1alpha().map_err(|error| StartError::Reflection(error.to_string()))?;
+
+        // Health follows the database: NOT_SERVING while it cannot be reached, from the first
+        // call that finds it gone (or the periodic probe, whichever comes first). Every
+        // service's status is set before the server accepts, so no check finds one missing.
+        let database = grpc::edge::DatabaseHealth::new(health, &HEALTH_SERVICES);
+        database.report(database_status(&identity).await).await;
+        let watcher = {
+            let (identity, database) = (identity.clone(), database.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+                    database.report(database_status(&identity).await).await;
                 }
-            }
-        })
-    };
+            })
+        };
+        let sweeper = {
+            let identity = identity.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SWEEP_INTERVAL).await;
+                    if let Err(error) = identity.erase_spent_successors().await {
+                        tracing::debug!(%error, "could not erase spent refresh successors");
+                    }
+                }
+            })
+        };
 
-    let (stopping_sender, stopping) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping_sender.send(true);
-    };
-    let address = listener.local_addr().ok();
-    tracing::info!(?address, "identity service listening");
-    let served = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(UserServiceServer::new(grpc::users::Users::new(identity.clone())))
-        .add_service(AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), stopping)))
-        // Without TCP_NODELAY, Nagle's algorithm and the peer's delayed ACK hold every small
-        // response back ~40 ms: measured 44 ms per authenticated facade request, 0.3 ms with.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
-        .await;
-    watcher.abort();
-    identity.close().await;
-    tracing::info!("identity service stopped");
-    Ok(served?)
+        let (stopping_sender, stopping) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping_sender.send(true);
+        };
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "identity service listening");
+        }
+        let limit = grpc::edge::MAX_REQUEST_BYTES;
+        let served = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(grpc::edge::layer(database))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                UserServiceServer::new(grpc::users::Users::new(identity.clone())).max_decoding_message_size(limit),
+            )
+            .add_service(
+                AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), stopping))
+                    .max_decoding_message_size(limit),
+            )
+            // Without TCP_NODELAY, Nagle's algorithm and the peer's delayed ACK hold every small
+            // response back ~40 ms: measured 44 ms per authenticated facade request, 0.3 ms with.
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+            .await;
+        watcher.abort();
+        sweeper.abort();
+        identity.close().await;
+        tracing::info!("identity service stopped");
+        Ok(served?)
+    }
+}
+
+/// How often health asks the database when nothing else told it.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often refresh successors whose grace closed are erased.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn database_status(identity: &Identity) -> ServingStatus {
+    match identity.ping().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(_) => ServingStatus::NotServing,
+    }
 }

@@ -25,17 +25,22 @@ async fn main() -> ExitCode {
     };
     cli.logging.init();
     let config = cli.config;
-    // Settings first: a bad value is reported before anything is bound or opened.
-    if let Err(error) = config.settings().and_then(|_| config.bootstrap_manager()) {
+    // Settings first: a bad value is reported before anything is opened or bound. Then the
+    // database: the port is bound only once the service can answer.
+    if let Err(error) = config.validate() {
         return fail(PROGRAM, error, 2);
     }
+    let opened = match identity_service::open(&config).await {
+        Ok(opened) => opened,
+        Err(error) => return fail(PROGRAM, &error, error.exit_code()),
+    };
     let listener = match bind(PROGRAM, "IDENTITY_GRPC_ADDR", config.grpc_addr).await {
         Ok(listener) => listener,
         Err(code) => return code,
     };
-    match identity_service::serve(config, listener, shutdown_signal()).await {
+    match opened.serve(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(PROGRAM, error, 1),
+        Err(error) => fail(PROGRAM, &error, error.exit_code()),
     }
 }
 

@@ -29,12 +29,18 @@ async fn main() -> ExitCode {
     };
     cli.logging.init();
     let (identity, mut facade) = (cli.identity, cli.facade);
-    if let Err(error) = identity.settings().and_then(|_| identity.bootstrap_manager()) {
+    if let Err(error) = identity.validate() {
         return fail(PROGRAM, error, 2);
     }
     if let Err(error) = facade.validate() {
         return fail(PROGRAM, error, 2);
     }
+    // The identity half opens its database first, exactly as `identity-service` does and
+    // failing with its words; nothing listens before it can answer.
+    let opened = match identity_service::open(&identity).await {
+        Ok(opened) => opened,
+        Err(error) => return fail(PROGRAM, &error, error.exit_code()),
+    };
     let grpc = match bind(PROGRAM, "IDENTITY_GRPC_ADDR", identity.grpc_addr).await {
         Ok(listener) => listener,
         Err(code) => return code,
@@ -52,26 +58,36 @@ async fn main() -> ExitCode {
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let identity_task = tokio::spawn(identity_service::serve(identity, grpc, until_stopped(stopped.clone())));
-    let facade_task = tokio::spawn(graphql_facade::serve(facade, http, until_stopped(stopped)));
-    tokio::pin!(identity_task, facade_task);
-    let first = tokio::select! {
-        _ = shutdown_signal() => None,
-        result = &mut identity_task => Some(result.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))),
-        result = &mut facade_task => Some(result.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))),
-    };
+    let mut identity_task = tokio::spawn(opened.serve(grpc, until_stopped(stopped.clone())));
+    let mut facade_task = tokio::spawn(graphql_facade::serve(facade, http, until_stopped(stopped)));
+    // Whichever half ends first (or a signal) stops the other; each task is awaited once.
+    let (mut identity_result, mut facade_result) = (None, None);
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        result = &mut identity_task => identity_result = Some(result),
+        result = &mut facade_task => facade_result = Some(result),
+    }
     let _ = stop.send(true);
-    let (identity_result, facade_result) = tokio::join!(identity_task, facade_task);
-    let errors: Vec<String> = [
-        first.and_then(Result::err),
-        identity_result.ok().and_then(Result::err).map(|e| e.to_string()),
-        facade_result.ok().and_then(Result::err).map(|e| e.to_string()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    match errors.first() {
-        Some(error) => fail(PROGRAM, error, 1),
+    let identity_result = match identity_result {
+        Some(result) => result,
+        None => identity_task.await,
+    };
+    let facade_result = match facade_result {
+        Some(result) => result,
+        None => facade_task.await,
+    };
+    let identity_error = match identity_result {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some((error.to_string(), error.exit_code())),
+        Err(panic) => Some((format!("the identity service failed: {panic}"), 1)),
+    };
+    let facade_error = match facade_result {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some((error.to_string(), 1)),
+        Err(panic) => Some((format!("the facade failed: {panic}"), 1)),
+    };
+    match identity_error.or(facade_error) {
+        Some((message, code)) => fail(PROGRAM, message, code),
         None => ExitCode::SUCCESS,
     }
 }

@@ -3,8 +3,11 @@
 
 pub mod auth;
 pub mod convert;
+pub mod edge;
 pub mod status;
 pub mod users;
+
+use std::net::IpAddr;
 
 use identity_core::{ClientInfo, CoreError, CoreResult, Credential, Identity, Principal};
 use tonic::Request;
@@ -39,17 +42,18 @@ pub async fn caller<T>(identity: &Identity, request: &Request<T>) -> CoreResult<
     }
 }
 
-/// Where the end user is: `x-forwarded-for` (set by the facade), else the peer address.
-/// Callers of this service are trusted internal services.
+/// Where the end user is: `x-forwarded-for` (set by the facade; its first entry, when it is
+/// an IP address), else the peer address. Callers of this service are trusted internal
+/// services. The user agent is cut to 512 characters.
 pub fn client_info<T>(request: &Request<T>) -> ClientInfo {
     let metadata = request.metadata();
     let header = |name: &str| metadata.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
     let ip = header("x-forwarded-for")
         .and_then(|list| list.split(',').next())
-        .map(|ip| ip.trim().to_owned())
-        .filter(|ip| !ip.is_empty())
-        .or_else(|| request.remote_addr().map(|addr| addr.ip().to_string()))
+        .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
-    let user_agent = header("x-forwarded-user-agent").or_else(|| header("user-agent")).unwrap_or_default().to_owned();
-    ClientInfo { ip, user_agent }
+    let user_agent = header("x-forwarded-user-agent").or_else(|| header("user-agent")).unwrap_or_default();
+    ClientInfo { ip, user_agent: user_agent.chars().take(512).collect() }
 }
