@@ -1,8 +1,8 @@
 //! Every setting of `graphql-facade`: a CLI flag and an environment variable each.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::browser::CookieSecure;
 
@@ -98,9 +98,14 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// The defaults, as if started with no flags; for tests.
+    /// The contract's defaults, built from the declarations above without reading the
+    /// environment; for tests.
     pub fn defaults() -> Self {
-        Config::parse_from(["graphql-facade"])
+        let command = Self::command().mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(["graphql-facade"]);
+        matches
+            .and_then(|matches| Self::from_arg_matches(&matches))
+            .unwrap_or_else(|error| panic!("the declared defaults do not parse: {error}"))
     }
 
     /// Checks what clap cannot.
@@ -121,6 +126,18 @@ impl Config {
                 return Err(ConfigError(format!("{name} must be at least 1")));
             }
         }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(ConfigError("FACADE_MAX_BODY_BYTES must be between 1024 and 16777216".into()));
+        }
+        for (name, value, minimum, shown) in [
+            ("FACADE_IDENTITY_TIMEOUT", self.identity_timeout, Duration::from_millis(100), "100ms"),
+            ("FACADE_WS_INIT_TIMEOUT", self.ws_init_timeout, Duration::from_secs(1), "1s"),
+            ("FACADE_WS_PING_INTERVAL", self.ws_ping_interval, Duration::from_secs(1), "1s"),
+        ] {
+            if Duration::from(value) < minimum {
+                return Err(ConfigError(format!("{name} must be at least {shown}")));
+            }
+        }
         if self.hasura_anonymous_role.as_deref().is_some_and(|role| role.trim().is_empty()) {
             return Err(ConfigError("FACADE_HASURA_ANONYMOUS_ROLE must not be empty when set".into()));
         }
@@ -138,6 +155,16 @@ mod tests {
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.identity_url, "http://127.0.0.1:50051");
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn nonsense_values_name_the_setting() {
+        let config = Config { ws_ping_interval: Duration::ZERO.into(), ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("FACADE_WS_PING_INTERVAL"));
+        let config = Config { max_body_bytes: 10, ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("FACADE_MAX_BODY_BYTES"));
+        let config = Config { identity_timeout: Duration::ZERO.into(), ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("FACADE_IDENTITY_TIMEOUT"));
     }
 
     #[test]

@@ -14,13 +14,13 @@ pub mod identity;
 pub mod metrics;
 pub mod pages;
 pub mod rest;
+pub mod server;
 pub mod state;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use poem::{
-    EndpointExt, Route, Server, get,
-    listener::{Acceptor, TcpAcceptor},
+    EndpointExt, Route, get,
     middleware::{CookieJarManager, SetHeader},
 };
 
@@ -90,18 +90,19 @@ pub async fn serve(
         .at("/readyz", get(pages::readyz))
         .at("/metrics", get(pages::metrics))
         .data(state)
+        // Whatever poem refuses before a handler runs (no such route, wrong method) is
+        // `{"detail"}` JSON too.
+        .catch_all_error(|error: poem::Error| async move {
+            pages::json(error.status(), &serde_json::json!({ "detail": error.to_string() }))
+        })
         .with(CookieJarManager::new())
         .with(SetHeader::new().overriding("x-content-type-options", "nosniff"))
         // Counts requests; no request-logging middleware: it would log query strings, and a
         // GET query may carry a token.
         .with(RequestMetrics(metrics));
-    let acceptor = TcpAcceptor::from_tokio(listener).map_err(StartError::Listen)?;
-    let address = acceptor.local_addr().first().and_then(|addr| addr.as_socket_addr().copied());
+    let address = listener.local_addr().ok();
     tracing::info!(?address, identity = %config.identity_url, "graphql facade listening");
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(10)))
-        .await
-        .map_err(StartError::Listen)?;
+    server::run(listener, app, shutdown, Duration::from_secs(10)).await.map_err(StartError::Listen)?;
     tracing::info!("graphql facade stopped");
     Ok(())
 }

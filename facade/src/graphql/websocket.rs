@@ -15,7 +15,9 @@
 //! - 1012 Service Restart: the watch on the identity service ended (it restarted or went
 //!   away) — the socket is not left silently authenticated, and clients reconnect and are
 //!   checked again;
-//! - 1013 Try Again Later: the identity service could not be asked at connect.
+//! - 1013 Try Again Later: the identity service could not be asked at connect;
+//! - 1009 Message Too Big: a message over `FACADE_MAX_BODY_BYTES`; 1002 for other breaches of
+//!   the websocket protocol.
 
 use std::{
     collections::HashMap,
@@ -185,7 +187,22 @@ async fn serve(
     client: ClientInfo,
 ) {
     let (mut sink, incoming) = stream.split();
-    let incoming = incoming.take_while(|message| future::ready(message.is_ok())).filter_map(|message| {
+    // A client that breaks the websocket protocol (a message over the limit, a bad frame) ends
+    // its input; the socket is then closed with the code that says why, not just dropped.
+    let broken: Arc<Mutex<Option<Close>>> = Arc::default();
+    let incoming = {
+        let broken = Arc::clone(&broken);
+        incoming.take_while(move |message| {
+            if let Err(error) = message
+                && let Some(close) = protocol_violation(error)
+                && let Ok(mut broken) = broken.lock()
+            {
+                *broken = Some(close);
+            }
+            future::ready(message.is_ok())
+        })
+    }
+    .filter_map(|message| {
         future::ready(message.ok().filter(|m| m.is_text() || m.is_binary()).map(Message::into_bytes))
     });
 
@@ -273,8 +290,9 @@ async fn serve(
                 }
                 // An init refused: our code (4403, 4429, 1013) rather than async-graphql's 1002.
                 Some(WsMessage::Close(code, reason)) => break refused(&refusal).unwrap_or((code, reason)),
-                // The stream ended: the client left, or (legacy protocol) init was refused.
-                None => match refused(&refusal) {
+                // The stream ended: the client left or broke the protocol, or (legacy protocol)
+                // init was refused.
+                None => match refused(&refusal).or_else(|| refused(&broken)) {
                     Some(close) => break close,
                     None => return,
                 },
@@ -290,6 +308,20 @@ async fn serve(
     let _ = sink.send(Message::close_with(close.0, close.1)).await;
     let _ = sink.close().await;
     drop(held);
+}
+
+/// The close a read error calls for: 1009 for a message over the limit, 1002 for any other
+/// breach of the protocol; `None` when the connection itself failed (nobody to tell).
+fn protocol_violation(error: &std::io::Error) -> Option<Close> {
+    // poem hands tungstenite's errors over as `io::Error`s of kind `Other`, with their text.
+    if error.kind() != std::io::ErrorKind::Other {
+        return None;
+    }
+    if error.to_string().starts_with("Space limit exceeded") {
+        Some((1009, "message too big".to_owned()))
+    } else {
+        Some((1002, "protocol error".to_owned()))
+    }
 }
 
 fn refused(refusal: &Mutex<Option<Close>>) -> Option<Close> {
