@@ -48,6 +48,99 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_setting() {
     drop(busy);
 }
 
+/// Runs `program` with only `env` in a fresh directory; returns its exit code and stderr, and
+/// whether anything accepted a TCP connection at one of `watched` while it ran.
+fn run_watching(program: &str, env: &[(&str, &str)], watched: &[std::net::SocketAddr]) -> (i32, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary(program))
+        .env_clear()
+        .envs(env.iter().copied())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut accepted = false;
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "{program} {env:?} did not exit within 60 s");
+        for addr in watched {
+            accepted |= std::net::TcpStream::connect_timeout(addr, std::time::Duration::from_millis(50)).is_ok();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    (output.status.code().unwrap_or(-1), stderr, accepted)
+}
+
+/// A port nothing listens on (now).
+fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn the_stack_fails_to_start_exactly_as_the_identity_service_does_and_listens_on_nothing_meanwhile() {
+    let cases: [(&[(&str, &str)], i32); 4] = [
+        (
+            &[
+                ("IDENTITY_DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing"),
+                ("IDENTITY_DATABASE_TIMEOUT", "1s"),
+            ],
+            1,
+        ),
+        (&[("IDENTITY_DATABASE_URL", "sqlite:///proc/no-such-dir/identity.db?mode=rwc")], 1),
+        (&[("IDENTITY_DATABASE_URL", "sqlite://missing.db?mode=rw")], 1),
+        (&[("IDENTITY_BOOTSTRAP_MANAGER", "root:short")], 2),
+    ];
+    for (env, expected) in cases {
+        let (grpc, http) = (free_address(), free_address());
+        let (grpc_text, http_text) = (grpc.to_string(), http.to_string());
+        let mut env = env.to_vec();
+        env.extend([("IDENTITY_GRPC_ADDR", grpc_text.as_str()), ("FACADE_HTTP_ADDR", http_text.as_str())]);
+        let (service_code, service_error, _) = run_watching("identity-service", &env, &[]);
+        let (stack_code, stack_error, accepted) = run_watching("identity-stack", &env, &[grpc, http]);
+        assert_eq!(service_code, expected, "identity-service {env:?}: {service_error}");
+        assert_eq!(stack_code, expected, "identity-stack {env:?}: {stack_error}");
+        assert_eq!(stack_error.lines().count(), 1, "{env:?}: {stack_error}");
+        assert_eq!(
+            stack_error.strip_prefix("identity-stack: "),
+            service_error.strip_prefix("identity-service: "),
+            "{env:?}"
+        );
+        assert!(!accepted, "identity-stack {env:?} accepted connections before failing");
+    }
+    let (_, error, _) = run_watching("identity-service", &[("IDENTITY_BOOTSTRAP_MANAGER", "root:short")], &[]);
+    assert_eq!(error.matches("IDENTITY_BOOTSTRAP_MANAGER").count(), 1, "{error}");
+}
+
+#[test]
+fn nonsense_settings_exit_2_naming_the_setting() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 7] = [
+        (
+            "identity-service",
+            &[("IDENTITY_JWT_ALG", "HS256"), ("IDENTITY_JWT_SECRET", "0123456789abcdef0123456789abcde")],
+            "IDENTITY_JWT_SECRET: must be at least 32 bytes",
+        ),
+        ("identity-service", &[("IDENTITY_DATABASE_MAX_CONNECTIONS", "0")], "IDENTITY_DATABASE_MAX_CONNECTIONS"),
+        ("identity-service", &[("IDENTITY_LOGIN_MAX_FAILURES", "0")], "IDENTITY_LOGIN_MAX_FAILURES"),
+        ("identity-service", &[("IDENTITY_SESSION_CACHE_TTL", "0s")], "IDENTITY_SESSION_CACHE_TTL"),
+        ("identity-service", &[("IDENTITY_DATABASE_TIMEOUT", "0s")], "IDENTITY_DATABASE_TIMEOUT"),
+        ("graphql-facade", &[("FACADE_WS_PING_INTERVAL", "0s")], "FACADE_WS_PING_INTERVAL"),
+        ("identity-stack", &[("FACADE_MAX_BODY_BYTES", "0")], "FACADE_MAX_BODY_BYTES"),
+    ];
+    for (program, env, expected) in cases {
+        let mut env = env.to_vec();
+        env.extend([("IDENTITY_GRPC_ADDR", "127.0.0.1:0"), ("FACADE_HTTP_ADDR", "127.0.0.1:0")]);
+        let (code, stderr, _) = run_watching(program, &env, &[]);
+        assert_eq!(code, 2, "{program} {env:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{program} {env:?}: {stderr}");
+        assert!(stderr.contains(expected), "{program} {env:?}: {stderr}");
+    }
+}
+
 #[test]
 fn help_documents_every_setting() {
     let output = Command::new(binary("identity-service")).arg("--help").output().unwrap();

@@ -1,12 +1,13 @@
 //! The database going away and coming back: clear UNAVAILABLE (no hang, no panic), health
-//! NOT_SERVING, and service resuming by itself.
+//! NOT_SERVING, and service resuming by itself; a PostgreSQL restart; a service killed
+//! (SIGKILL) in the middle of writes.
 //!
 //! On PostgreSQL the service reaches its database through a proxy that the test cuts: every
 //! connection drops and new ones are refused. On SQLite (an embedded file) the way a database
 //! "goes away" is another process holding the write lock; writes then wait out the busy
 //! timeout and answer UNAVAILABLE.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use e2e::*;
 use identity_proto::pb;
@@ -124,4 +125,150 @@ async fn sqlite_lock(db: &TestDb) {
     users.create_user(new_user("rita")).await.unwrap();
     log_in(&mut auth, "quentin").await;
     log_in(&mut auth, "rita").await;
+}
+
+#[tokio::test]
+async fn health_and_readiness_turn_at_the_first_call_that_finds_the_database_gone() {
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        // An embedded SQLite file cannot be unreachable; a writer holding its lock (above) is
+        // no outage: reads and health go on.
+        return;
+    }
+    let proxy = Proxy::start(Proxy::target_of(&db.url)).await;
+    let mut identity = config(&db);
+    identity.database_url = identity_core::Secret::new(proxy.url_through(&db.url));
+    let stack = Stack::start_with(db, identity, |_| {}).await;
+    let mut users = stack.identity.users();
+    sign_up(&mut users, "sven").await;
+    let ready = format!("http://{}/readyz", stack.facade.addr);
+    assert_eq!(reqwest::get(&ready).await.unwrap().status(), 200);
+
+    proxy.cut();
+    let status = users.create_user(bounded(new_user("tove"), 15)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    // At once: not at the next periodic probe.
+    let mut health = pb_health::health_client::HealthClient::new(stack.identity.channel());
+    let answer = health.check(pb_health::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(answer.status, pb_health::health_check_response::ServingStatus::NotServing as i32);
+    assert_eq!(reqwest::get(&ready).await.unwrap().status(), 503);
+
+    proxy.restore();
+    health_is(&stack.identity, pb_health::health_check_response::ServingStatus::Serving).await;
+    eventually(Duration::from_secs(20), || {
+        let mut users = users.clone();
+        async move { users.create_user(new_user("tove")).await.ok() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_postgresql_restart_is_survived_without_restarting_the_service() {
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        return;
+    }
+    // A cluster of this test's own: stopping the machine's shared server is not ours to do.
+    let cluster = postgres::Cluster::start();
+    let mut config = config(&db);
+    config.database_url = identity_core::Secret::new(cluster.url());
+    config.refresh_reuse_grace = secs(0);
+    let service = Service::start(config).await;
+    let (mut users, mut auth) = (service.users(), service.auth());
+    sign_up(&mut users, "ulla").await;
+    let kept = log_in(&mut auth, "ulla").await;
+    let revoked = log_in(&mut auth, "ulla").await;
+    auth.logout(session(pb::LogoutRequest {}, &revoked.session_token)).await.unwrap();
+    let spent = log_in(&mut auth, "ulla").await;
+    auth.refresh_token(pb::RefreshTokenRequest { refresh_token: spent.refresh_token.clone() }).await.unwrap();
+
+    cluster.stop();
+    let status = users.create_user(bounded(new_user("vida"), 15)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    health_is(&service, pb_health::health_check_response::ServingStatus::NotServing).await;
+
+    cluster.start_again();
+    health_is(&service, pb_health::health_check_response::ServingStatus::Serving).await;
+    eventually(Duration::from_secs(20), || {
+        let mut users = users.clone();
+        async move { users.create_user(new_user("vida")).await.ok() }
+    })
+    .await;
+    log_in(&mut auth, "vida").await;
+    auth.authenticate(session_token(&kept.session_token)).await.unwrap();
+    // What was dead before the restart is dead after it.
+    assert_eq!(
+        auth.authenticate(session_token(&revoked.session_token)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let reuse = auth.refresh_token(pb::RefreshTokenRequest { refresh_token: spent.refresh_token }).await.unwrap_err();
+    assert_eq!(reuse.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn kill_minus_nine_during_writes_loses_nothing_that_was_acknowledged() {
+    let db = TestDb::new().await;
+    let manager = format!("root:{PASSWORD}");
+    let env = [
+        ("IDENTITY_DATABASE_URL", db.url.as_str()),
+        ("IDENTITY_BOOTSTRAP_MANAGER", manager.as_str()),
+        ("IDENTITY_REFRESH_REUSE_GRACE", "0s"),
+    ];
+    let process = IdentityProcess::start(&env).await;
+    let mut auth = process.auth();
+    sign_up(&mut process.users(), "wim").await;
+    let revoked = log_in(&mut auth, "wim").await;
+    auth.logout(session(pb::LogoutRequest {}, &revoked.session_token)).await.unwrap();
+    let spent = log_in(&mut auth, "wim").await;
+    auth.refresh_token(pb::RefreshTokenRequest { refresh_token: spent.refresh_token.clone() }).await.unwrap();
+
+    // Eight writers sign up users as fast as they can; the process is killed mid-flight.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (mut users, acknowledged) = (process.users(), acknowledged.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let name = format!("w{writer}n{n}");
+                    match users.create_user(new_user(&name)).await {
+                        Ok(_) => acknowledged.lock().unwrap().push(name),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(60), || {
+        let acknowledged = acknowledged.clone();
+        async move { (acknowledged.lock().unwrap().len() >= 40).then_some(()) }
+    })
+    .await;
+    process.kill().await;
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let process = IdentityProcess::start(&env).await;
+    let mut auth = process.auth();
+    let root = log_in(&mut auth, "root").await;
+    let mut stored = HashSet::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListUsersRequest { page_size: 1000, page_token: page_token.clone() };
+        let page = process.users().list_users(bearer(request, &root.access_token)).await.unwrap().into_inner();
+        stored.extend(page.users.into_iter().map(|user| user.username));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let lost: Vec<&String> = acknowledged.iter().filter(|name| !stored.contains(*name)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged sign-ups lost: {lost:?}", lost.len(), acknowledged.len());
+    assert_eq!(
+        auth.authenticate(session_token(&revoked.session_token)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let reuse = auth.refresh_token(pb::RefreshTokenRequest { refresh_token: spent.refresh_token }).await.unwrap_err();
+    assert_eq!(reuse.code(), Code::Unauthenticated);
 }

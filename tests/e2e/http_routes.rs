@@ -266,3 +266,35 @@ async fn the_openapi_document_is_valid_and_holds_under_fuzzing() {
         assert!(!report.contains("Authentication failed") || !authenticated, "{report}");
     }
 }
+
+/// One raw HTTP/1.1 request (bytes as given, no client fixing them up): status and body.
+async fn raw_request(addr: std::net::SocketAddr, head: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn malformed_headers_unknown_routes_and_wrong_methods_answer_json_details() {
+    let stack = Stack::start().await;
+    let addr = stack.facade.addr;
+    let cases: [(&[u8], u16); 4] = [
+        // Control bytes in a cookie: the header line is dropped, the request answered as any other.
+        (b"GET /api/me HTTP/1.1\r\nHost: x\r\nCookie: sessionid=\x01abc\x7f\r\nConnection: close\r\n\r\n", 401),
+        (b"GET /api/me HTTP/1.1\r\nHost: x\r\nX-Junk: \x1b[31m\r\nConnection: close\r\n\r\n", 401),
+        (b"GET /no/such/page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
+        (b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+    ];
+    for (head, expected) in cases {
+        let (status, body) = raw_request(addr, head).await;
+        assert_eq!(status, expected, "{}: {body}", String::from_utf8_lossy(head));
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+        assert!(body["detail"].as_str().is_some_and(|detail| !detail.is_empty()), "{body}");
+    }
+}

@@ -253,7 +253,10 @@ async fn an_oversized_message_closes_the_socket() {
     assert_acked(socket.init(json!({"sessionToken": login.session_token})).await);
     let huge = format!("{{ __typename }} # {}", "x".repeat(8192));
     socket.send(json!({"id": "1", "type": "subscribe", "payload": {"query": huge}})).await;
-    assert!(matches!(socket.next().await, Frame::Closed(..)), "an 8 KiB message was accepted");
+    match socket.next().await {
+        Frame::Closed(code, _) => assert_eq!(code, 1009, "an oversized message closes with Message Too Big"),
+        other => panic!("an 8 KiB message was accepted: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod postgres;
+pub mod process;
+pub mod raw;
+
+pub use process::{IdentityProcess, binary};
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -15,7 +21,8 @@ use std::{
 };
 
 use identity_core::{JwtAlg, Secret};
-use identity_proto::pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
+use identity_proto::pb;
+pub use identity_proto::pb::{auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
 use identity_service::Config;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::{
@@ -136,22 +143,16 @@ impl Service {
         service
     }
 
-    /// Polls health until SERVING; fails with the server's own error if it stopped.
+    /// Polls health until SERVING; fails if the server stopped.
     async fn wait_ready(&self) {
-        let mut health = tonic_health_client(self.channel.clone());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
-                panic!("the identity service stopped while starting");
-            }
-            let request = pb_health::HealthCheckRequest { service: String::new() };
-            if let Ok(response) = health.check(request).await
-                && response.into_inner().status == pb_health::health_check_response::ServingStatus::Serving as i32
-            {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the identity service did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let task = self.task.as_ref();
+        tokio::select! {
+            () = wait_serving(&self.channel, Duration::from_secs(30)) => {}
+            () = async {
+                while !task.is_some_and(JoinHandle::is_finished) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            } => panic!("the identity service stopped while starting"),
         }
     }
 
@@ -190,8 +191,18 @@ impl Drop for Service {
 
 pub use tonic_health::pb as pb_health;
 
-fn tonic_health_client(channel: Channel) -> pb_health::health_client::HealthClient<Channel> {
-    pb_health::health_client::HealthClient::new(channel)
+/// Polls gRPC health at `channel` until SERVING, failing after `limit`.
+pub async fn wait_serving(channel: &Channel, limit: Duration) {
+    let health = pb_health::health_client::HealthClient::new(channel.clone());
+    eventually(limit, || {
+        let mut health = health.clone();
+        async move {
+            let response = health.check(pb_health::HealthCheckRequest { service: String::new() }).await.ok()?;
+            let serving = pb_health::health_check_response::ServingStatus::Serving as i32;
+            (response.into_inner().status == serving).then_some(())
+        }
+    })
+    .await;
 }
 
 // === Facade ===
@@ -556,19 +567,6 @@ impl Drop for Proxy {
         self.accept.abort();
         self.cut();
     }
-}
-
-/// The path of a workspace binary next to the running test executable.
-pub fn binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --bin {name}` (cargo test --workspace does)",
-        path.display()
-    );
-    path
 }
 
 // === Browser-like HTTP ===

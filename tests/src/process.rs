@@ -1,0 +1,94 @@
+//! The binaries as an operator runs them: a child process on an ephemeral port, found by its
+//! own log line, stopped gracefully or killed outright.
+
+use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Auth, Users, pb_health};
+
+/// The path of a workspace binary next to the running test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bin {name}` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+/// `identity-service` running as a process of its own.
+pub struct IdentityProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    channel: Channel,
+}
+
+impl IdentityProcess {
+    /// Starts the binary with only `env` (plus JSON logs and an ephemeral port), and waits
+    /// until it reports SERVING.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir();
+        let mut child = Command::new(binary("identity-service"))
+            .env_clear()
+            .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
+            .env("IDENTITY_JWT_ALG", "ES256")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                if entry["fields"]["message"] == "identity service listening" {
+                    return entry["fields"]["address"].as_str().unwrap().parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("identity-service exited before listening");
+        })
+        .await
+        .expect("identity-service did not listen within 60 s");
+        // Keep draining the log so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        let process = IdentityProcess { addr, child, channel };
+        crate::wait_serving(&process.channel, Duration::from_secs(30)).await;
+        process
+    }
+
+    pub fn users(&self) -> Users {
+        crate::UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn auth(&self) -> Auth {
+        crate::AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> pb_health::health_client::HealthClient<Channel> {
+        pb_health::health_client::HealthClient::new(self.channel.clone())
+    }
+
+    /// SIGKILL: no shutdown, no flush, no goodbye.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
