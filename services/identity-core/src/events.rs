@@ -1,18 +1,71 @@
-//! Session events, published in-process for `WatchSession` and anyone else who listens.
+//! The one bus of the domain: typed events for whatever another part caches or watches.
+//!
+//! `Identity::publish` is the only way onto it. It first lets this process's caches forget
+//! what the event makes stale (synchronously: the caller's next request already sees it), then
+//! broadcasts it to the watchers (`WatchSession`). Whatever happened here or, later, on
+//! another replica takes that same path.
 
 use tokio::sync::broadcast;
 
+/// Why a session was revoked: stored with the session, and sent to its watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The session's holder logged out.
+    Logout,
+    /// Its owner or a manager revoked it (`RevokeSession`).
+    Revoked,
+    /// Its refresh token was revoked (`RevokeToken`).
+    TokenRevoked,
+    /// A spent refresh token was used again after the grace: theft.
+    RefreshTokenReuse,
+    /// The user changed their password (their other sessions end).
+    PasswordChanged,
+    UserDeactivated,
+    UserDeleted,
+    /// The session is gone from the database (its user was deleted elsewhere).
+    Deleted,
+}
+
+impl RevokeReason {
+    const ALL: [RevokeReason; 8] = [
+        RevokeReason::Logout,
+        RevokeReason::Revoked,
+        RevokeReason::TokenRevoked,
+        RevokeReason::RefreshTokenReuse,
+        RevokeReason::PasswordChanged,
+        RevokeReason::UserDeactivated,
+        RevokeReason::UserDeleted,
+        RevokeReason::Deleted,
+    ];
+
+    /// The stored and transmitted name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::Revoked => "revoked",
+            RevokeReason::TokenRevoked => "token_revoked",
+            RevokeReason::RefreshTokenReuse => "refresh_token_reuse",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::UserDeactivated => "user_deactivated",
+            RevokeReason::UserDeleted => "user_deleted",
+            RevokeReason::Deleted => "deleted",
+        }
+    }
+
+    /// The reason of a stored name (`Revoked` for one this version does not know).
+    pub fn parse(name: &str) -> Self {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == name).unwrap_or(RevokeReason::Revoked)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEventKind {
-    /// `reason`: "logout", "revoked", "token_revoked", "refresh_token_reuse",
-    /// "password_changed", "user_deactivated", "user_deleted".
-    Revoked {
-        reason: String,
-    },
+    Revoked { reason: RevokeReason },
     RoleChanged,
     Expired,
 }
 
+/// Something that happened to one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEvent {
     pub kind: SessionEventKind,
@@ -23,9 +76,25 @@ pub struct SessionEvent {
     pub at: i64,
 }
 
+impl SessionEvent {
+    /// After this event the session is over.
+    pub fn ends_session(&self) -> bool {
+        matches!(self.kind, SessionEventKind::Revoked { .. } | SessionEventKind::Expired)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// One session was revoked, expired or saw its user's role change.
+    Session(SessionEvent),
+    /// A user's email, role or status changed, or the user was deleted: whatever is cached of
+    /// them is stale.
+    UserChanged { user_id: String },
+}
+
 #[derive(Clone, Debug)]
 pub struct Events {
-    sender: broadcast::Sender<SessionEvent>,
+    sender: broadcast::Sender<Event>,
 }
 
 impl Events {
@@ -33,12 +102,12 @@ impl Events {
         Events { sender: broadcast::channel(4096).0 }
     }
 
-    pub fn publish(&self, event: SessionEvent) {
+    pub(crate) fn broadcast(&self, event: Event) {
         // No receiver is not an error: nobody is watching.
         let _ = self.sender.send(event);
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
     }
 }
@@ -46,5 +115,18 @@ impl Events {
 impl Default for Events {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_survives_its_stored_name() {
+        for reason in RevokeReason::ALL {
+            assert_eq!(RevokeReason::parse(reason.as_str()), reason);
+        }
+        assert_eq!(RevokeReason::parse("something newer"), RevokeReason::Revoked);
     }
 }

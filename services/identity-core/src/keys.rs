@@ -44,7 +44,7 @@ pub struct HasuraClaims {
     pub user_id: String,
 }
 
-/// The claims of an access token (CONTRACT §5).
+/// The claims of an access token (docs/identity-service.md, "Tokens and sessions").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,

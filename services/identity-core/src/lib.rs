@@ -21,12 +21,12 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 pub use error::{CoreError, CoreResult, DeadReason, Violation};
-pub use events::{Events, SessionEvent, SessionEventKind};
+pub use events::{Event, Events, RevokeReason, SessionEvent, SessionEventKind};
 pub use keys::{Claims, PublicJwk};
-pub use sessions::{ClientInfo, Credential, LoginOutcome, Principal, SessionView, TokenPair};
+pub use sessions::{ClientInfo, Credential, LoginOutcome, SessionView, TokenPair};
 pub use settings::{JwtAlg, PasswordCost, Secret, Settings, ThrottleSettings};
 pub use store::StoreOptions;
-pub use users::{NewUser, Role, User, UserPage, UserPatch, check_bootstrap_manager, limits};
+pub use users::{NewUser, Principal, Role, User, UserPage, UserPatch, check_bootstrap_manager, limits};
 
 use crate::{blocking::BlockingPool, keys::Keys, passwords::Passwords, sessions::LiveSessions};
 
@@ -69,6 +69,13 @@ impl Identity {
 
     pub fn events(&self) -> &Events {
         &self.inner.events
+    }
+
+    /// The one way onto the bus: this process's caches forget what `event` makes stale, then
+    /// the watchers hear of it.
+    pub(crate) fn publish(&self, event: Event) {
+        self.inner.live.apply(&event);
+        self.inner.events.broadcast(event);
     }
 
     pub fn settings(&self) -> &Settings {

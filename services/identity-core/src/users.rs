@@ -1,6 +1,8 @@
 //! Users: sign-up, profiles, roles, deletion and password changes. Every operation takes the
 //! caller (if any) and enforces who may do what; transports only map in and out.
 
+use std::sync::Arc;
+
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
     sea_query::Expr,
@@ -13,8 +15,9 @@ use crate::{
     Identity, clock,
     entities::{credentials, users},
     error::{CoreError, CoreResult},
+    events::{Event, RevokeReason},
+    keys::Claims,
     passwords::{self, Verified},
-    sessions::Principal,
     store, tokens,
 };
 
@@ -63,6 +66,23 @@ impl From<users::Model> for User {
             date_joined: row.date_joined,
             last_login: row.last_login,
         }
+    }
+}
+
+/// Who is calling: a user, through one live session (made by `sessions` from a credential).
+/// Every operation on someone's behalf takes one and decides by it.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub session_id: String,
+    /// The verified claims when the credential was an access token.
+    pub claims: Option<Arc<Claims>>,
+    pub session_expires_at: i64,
+}
+
+impl Principal {
+    pub fn is_manager(&self) -> bool {
+        self.user.role == Role::Manager
     }
 }
 
@@ -363,12 +383,12 @@ impl Identity {
             Err(error) => return Err(error.into()),
         }
         let after = self.find_user(id).await?.ok_or(CoreError::NotFound("user"))?;
-        self.forget_user(id);
+        self.publish(Event::UserChanged { user_id: id.to_owned() });
         if after.role != before.role {
             self.announce_role_change(&after).await?;
         }
         if before.is_active && !after.is_active {
-            self.revoke_user_sessions(id, "user_deactivated", None).await?;
+            self.revoke_user_sessions(id, RevokeReason::UserDeactivated, None).await?;
         }
         Ok(after)
     }
@@ -383,9 +403,9 @@ impl Identity {
         if self.find_user(id).await?.is_none() {
             return Err(CoreError::NotFound("user"));
         }
-        self.revoke_user_sessions(id, "user_deleted", None).await?;
+        self.revoke_user_sessions(id, RevokeReason::UserDeleted, None).await?;
         users::Entity::delete_by_id(id.to_owned()).exec(self.db()).await?;
-        self.forget_user(id);
+        self.publish(Event::UserChanged { user_id: id.to_owned() });
         tracing::info!(user_id = %id, by = %caller.user.id, "user deleted");
         Ok(())
     }
@@ -412,7 +432,7 @@ impl Identity {
             .filter(credentials::Column::UserId.eq(caller.user.id.clone()))
             .exec(self.db())
             .await?;
-        self.revoke_user_sessions(&caller.user.id, "password_changed", Some(&caller.session_id)).await
+        self.revoke_user_sessions(&caller.user.id, RevokeReason::PasswordChanged, Some(&caller.session_id)).await
     }
 
     /// Creates a manager from `username:password` when no manager exists yet.
