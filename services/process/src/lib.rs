@@ -1,21 +1,13 @@
 //! What every binary of the stack does around serving: the command line (a bad value is one
 //! line naming the setting, exit 2), logging, binding its port, and the shutdown signal. It
 //! knows neither the identity domain nor HTTP, so the service, the facade and the stack all
-//! use it without depending on each other.
-//!
-//! It also picks the memory allocator of every binary that links it: mimalloc. glibc's malloc
-//! kept, per thread, the 19 MiB block of the last argon2 hash and the peak of every burst; the
-//! identity service sat at 120 MiB after a login flood and never gave it back. mimalloc
-//! returns freed memory to the system.
+//! use it without depending on each other. (Each binary's `main.rs` picks its allocator.)
 
 use std::{fmt::Display, net::SocketAddr, process::ExitCode};
 
 use clap::{Args, Parser, ValueEnum, error::ErrorKind};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

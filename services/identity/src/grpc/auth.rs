@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use identity_core::{CoreError, Credential, Identity, SessionEvent, SessionEventKind};
+use identity_core::{CoreError, Credential, Identity};
 use identity_proto::pb::{self, auth_service_server::AuthService};
 use tokio::sync::watch;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
@@ -28,22 +28,6 @@ impl Auth {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchSessionResponse, Status>> + Send>>;
-
-fn event(event: SessionEvent) -> pb::WatchSessionResponse {
-    let (kind, reason) = match event.kind {
-        SessionEventKind::Revoked { reason } => (pb::SessionEventKind::Revoked, reason),
-        SessionEventKind::RoleChanged => (pb::SessionEventKind::RoleChanged, String::new()),
-        SessionEventKind::Expired => (pb::SessionEventKind::Expired, String::new()),
-    };
-    pb::WatchSessionResponse {
-        kind: kind.into(),
-        session_id: event.session_id,
-        user_id: event.user_id,
-        role: event.role,
-        reason,
-        at: convert::timestamp(event.at),
-    }
-}
 
 #[tonic::async_trait]
 impl AuthService for Auth {
@@ -85,7 +69,7 @@ impl AuthService for Auth {
                 user: Some(convert::user(&principal.user)),
                 session_id: principal.session_id,
                 access_expires_at: principal.claims.as_ref().and_then(|claims| convert::timestamp(claims.exp)),
-                claims: principal.claims.filter(|_| !omit_claims).map(|claims| convert::json_struct(claims.to_json())),
+                claims: principal.claims.filter(|_| !omit_claims).map(|claims| convert::claims(&claims)),
                 session_expires_at: convert::timestamp(principal.session_expires_at),
             }),
         }))
@@ -101,7 +85,7 @@ impl AuthService for Auth {
             refresh_token: pair.refresh_token,
             access_expires_at: convert::timestamp(pair.access_expires_at),
             refresh_expires_at: convert::timestamp(pair.refresh_expires_at),
-            payload: Some(convert::json_struct(pair.claims.to_json())),
+            claims: Some(convert::claims(&pair.claims)),
         }))
     }
 
@@ -114,7 +98,7 @@ impl AuthService for Auth {
             return Err(to_status(CoreError::invalid("token", "must not be empty")));
         }
         let claims = self.identity.verify_token(token).await.status()?;
-        Ok(Response::new(pb::VerifyTokenResponse { payload: Some(convert::json_struct(claims.to_json())) }))
+        Ok(Response::new(pb::VerifyTokenResponse { claims: Some(convert::claims(&claims)) }))
     }
 
     async fn revoke_token(
@@ -201,7 +185,8 @@ impl AuthService for Auth {
         let stopped = async move {
             let _ = stopping.wait_for(|stopping| *stopping).await;
         };
-        let events = ReceiverStream::new(self.identity.watch_session(&caller)).map(|e| Ok(event(e)));
+        let events =
+            ReceiverStream::new(self.identity.watch_session(&caller)).map(|event| Ok(convert::session_event(event)));
         Ok(Response::new(Box::pin(futures::StreamExt::take_until(events, stopped))))
     }
 }

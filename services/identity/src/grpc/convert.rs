@@ -1,8 +1,8 @@
 //! Domain types to and from protobuf messages.
 
-use identity_core::{SessionView, User};
+use identity_core::{Claims, SessionEvent, SessionEventKind, SessionView, User};
 use identity_proto::pb;
-use prost_types::{Struct, Timestamp, Value, value::Kind};
+use prost_types::Timestamp;
 
 pub fn timestamp(unix_seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds: unix_seconds, nanos: 0 })
@@ -34,53 +34,75 @@ pub fn session(session: &SessionView) -> pb::Session {
     }
 }
 
-/// A JSON object as `google.protobuf.Struct` (non-objects give an empty struct).
-pub fn json_struct(value: serde_json::Value) -> Struct {
-    match json_value(value).kind {
-        Some(Kind::StructValue(fields)) => fields,
-        _ => Struct::default(),
+pub fn session_event(event: SessionEvent) -> pb::WatchSessionResponse {
+    let (kind, reason) = match event.kind {
+        SessionEventKind::Revoked { reason } => (pb::SessionEventKind::Revoked, reason.as_str().to_owned()),
+        SessionEventKind::RoleChanged => (pb::SessionEventKind::RoleChanged, String::new()),
+        SessionEventKind::Expired => (pb::SessionEventKind::Expired, String::new()),
+    };
+    pb::WatchSessionResponse {
+        kind: kind.into(),
+        session_id: event.session_id,
+        user_id: event.user_id,
+        role: event.role,
+        reason,
+        at: timestamp(event.at),
     }
 }
 
-fn json_value(value: serde_json::Value) -> Value {
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => {
-            Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(json_value).collect() })
-        }
-        serde_json::Value::Object(map) => {
-            Kind::StructValue(Struct { fields: map.into_iter().map(|(k, v)| (k, json_value(v))).collect() })
-        }
-    };
-    Value { kind: Some(kind) }
+/// The claims of an access token, field by field, and the payload exactly as the token has it.
+pub fn claims(claims: &Claims) -> pb::Claims {
+    pb::Claims {
+        iss: claims.iss.clone(),
+        aud: claims.aud.clone(),
+        sub: claims.sub.clone(),
+        exp: claims.exp,
+        iat: claims.iat,
+        jti: claims.jti.clone(),
+        sid: claims.sid.clone(),
+        username: claims.username.clone(),
+        email: claims.email.clone(),
+        role: claims.role.clone(),
+        hasura: Some(pb::HasuraClaims {
+            allowed_roles: claims.hasura.allowed_roles.clone(),
+            default_role: claims.hasura.default_role.clone(),
+            user_id: claims.hasura.user_id.clone(),
+        }),
+        payload_json: claims.to_json().to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use identity_core::keys::HasuraClaims;
+
     use super::*;
 
     #[test]
-    fn json_objects_become_structs() {
-        let value = serde_json::json!({
-            "sub": "u1", "exp": 1700000000, "ok": true, "none": null,
-            "roles": ["user"], "nested": {"x": 1.5}
-        });
-        let fields = json_struct(value).fields;
-        assert_eq!(fields["sub"].kind, Some(Kind::StringValue("u1".into())));
-        assert_eq!(fields["exp"].kind, Some(Kind::NumberValue(1_700_000_000.0)));
-        assert_eq!(fields["ok"].kind, Some(Kind::BoolValue(true)));
-        assert_eq!(fields["none"].kind, Some(Kind::NullValue(0)));
-        match &fields["roles"].kind {
-            Some(Kind::ListValue(list)) => assert_eq!(list.values[0].kind, Some(Kind::StringValue("user".into()))),
-            other => panic!("{other:?}"),
-        }
-        match &fields["nested"].kind {
-            Some(Kind::StructValue(s)) => assert_eq!(s.fields["x"].kind, Some(Kind::NumberValue(1.5))),
-            other => panic!("{other:?}"),
-        }
-        assert!(json_struct(serde_json::json!([1])).fields.is_empty());
+    fn claims_keep_their_types_and_the_payload_its_integers() {
+        let source = Claims {
+            iss: "http://127.0.0.1:8080".into(),
+            aud: "identity".into(),
+            sub: "u1".into(),
+            exp: 1_700_000_300,
+            iat: 1_700_000_000,
+            jti: "j".into(),
+            sid: "s".into(),
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            role: "user".into(),
+            hasura: HasuraClaims {
+                allowed_roles: vec!["user".into()],
+                default_role: "user".into(),
+                user_id: "u1".into(),
+            },
+        };
+        let converted = claims(&source);
+        assert_eq!((converted.exp, converted.sid.as_str()), (1_700_000_300, "s"));
+        assert_eq!(converted.hasura.unwrap().allowed_roles, ["user"]);
+        let payload: serde_json::Value = serde_json::from_str(&converted.payload_json).unwrap();
+        assert_eq!(payload["exp"], serde_json::json!(1_700_000_300i64));
+        assert!(payload["exp"].is_i64());
+        assert_eq!(payload["https://hasura.io/jwt/claims"]["x-hasura-user-id"], "u1");
     }
 }

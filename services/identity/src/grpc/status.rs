@@ -1,4 +1,5 @@
-//! The only conversion from domain errors to gRPC statuses (CONTRACT §2). Handlers use `?`.
+//! The only conversion from domain errors to gRPC statuses (docs/identity-service.md, "The
+//! API"). Handlers use `?`.
 
 use identity_core::CoreError;
 use tonic::{Code, Status};
