@@ -1,12 +1,13 @@
-//! Browsers: the `sessionid` cookie and Django-style CSRF protection (double submit: a
-//! cookie-authenticated write must carry `X-CSRFToken` equal to the `csrftoken` cookie, which
-//! only same-site script can read). Cookies are read and written through poem's cookie jar.
+//! Browsers: writing the `sessionid` and `csrftoken` cookies, and Django-style CSRF protection
+//! (double submit: a cookie-authenticated write must carry `X-CSRFToken` equal to the
+//! `csrftoken` cookie, which only same-site script can read). Cookies are read and written
+//! through poem's cookie jar. Logging in and out is `login`'s.
 //!
 //! Written here rather than with poem's `Csrf` middleware: that one keeps an encrypted token
 //! in its cookie and expects a different value in the request, while the contract (and every
 //! Django/DRF front end) sends the cookie's own value back in `X-CSRFToken`.
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use poem::{
@@ -16,47 +17,45 @@ use poem::{
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use identity_proto::pb;
-
 use crate::{
-    context::{Caller, Credential, RequestContext, credential},
+    config::CookieSecure,
+    credential::{Credential, SESSION_COOKIE},
     discovery::Discovery,
     error::{ApiError, ErrorKind},
 };
 
-pub const SESSION_COOKIE: &str = "sessionid";
 pub const CSRF_COOKIE: &str = "csrftoken";
 pub const CSRF_HEADER: &str = "x-csrftoken";
 /// Django's CSRF cookie age: a year.
 const CSRF_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// `FACADE_COOKIE_SECURE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CookieSecure {
-    /// Secure unless the issuer (`IDENTITY_ISSUER`) is plain-http localhost.
-    Auto,
-    Always,
-    Never,
-}
-
 /// Writes the cookies, with the attributes of the contract.
 #[derive(Clone, Debug)]
 pub struct Cookies {
-    secure: CookieSecure,
     discovery: Discovery,
+    /// `auto`'s verdict, decided once: at the first cookie written after the identity service
+    /// told us its issuer.
+    decided: std::sync::Arc<OnceLock<bool>>,
 }
 
 impl Cookies {
-    pub fn new(secure: CookieSecure, discovery: Discovery) -> Self {
-        Cookies { secure, discovery }
+    pub fn new(policy: CookieSecure, discovery: Discovery) -> Self {
+        let decided = OnceLock::new();
+        match policy {
+            CookieSecure::Always => drop(decided.set(true)),
+            CookieSecure::Never => drop(decided.set(false)),
+            CookieSecure::Auto => {}
+        }
+        Cookies { discovery, decided: std::sync::Arc::new(decided) }
     }
 
+    /// Whether cookies carry `Secure`; `auto` asks the identity service for its issuer once.
     async fn secure(&self) -> Result<bool, ApiError> {
-        match self.secure {
-            CookieSecure::Always => Ok(true),
-            CookieSecure::Never => Ok(false),
-            CookieSecure::Auto => Ok(!self.discovery.get().await?.issuer_is_local_http()),
+        if let Some(secure) = self.decided.get() {
+            return Ok(*secure);
         }
+        let secure = !self.discovery.get().await?.issuer_is_local_http();
+        Ok(*self.decided.get_or_init(|| secure))
     }
 
     fn build(name: &str, value: &str, max_age: Duration, http_only: bool, secure: bool) -> Cookie {
@@ -75,14 +74,11 @@ impl Cookies {
         Ok(())
     }
 
-    /// Clears the session cookie (`Max-Age=0`, same path and attributes).
-    pub async fn clear_session(&self, jar: &CookieJar) {
-        // Attributes matter little on a removal; without the identity service, use the last
-        // known answer.
-        let secure = match self.secure {
-            CookieSecure::Auto => self.discovery.last().is_some_and(|settings| !settings.issuer_is_local_http()),
-            other => other == CookieSecure::Always,
-        };
+    /// Clears the session cookie (`Max-Age=0`, same path and attributes). Without a verdict on
+    /// `Secure` yet (the identity service never answered), the removal goes without it:
+    /// attributes matter little on a removal.
+    pub fn clear_session(&self, jar: &CookieJar) {
+        let secure = self.decided.get().copied().unwrap_or(false);
         jar.add(Self::build(SESSION_COOKIE, "", Duration::ZERO, true, secure));
     }
 
@@ -133,9 +129,14 @@ impl CsrfFailure {
     }
 }
 
-/// The double-submit check: `X-CSRFToken` equals the `csrftoken` cookie, compared in constant
-/// time.
-pub fn check_csrf(request: &Request) -> Result<(), CsrfFailure> {
+/// The CSRF verdict on a request with `credential`: a bearer request needs no token (a browser
+/// never adds `Authorization` by itself); any other must pass the double-submit check,
+/// `X-CSRFToken` equal to the `csrftoken` cookie, compared in constant time. Whether the verdict
+/// matters (a write, a login) is for the route to say.
+pub fn csrf_verdict(request: &Request, credential: Option<&Credential>) -> Result<(), CsrfFailure> {
+    if credential.is_some_and(Credential::is_bearer) {
+        return Ok(());
+    }
     double_submit(request.cookie(), request.header(CSRF_HEADER))
 }
 
@@ -149,13 +150,7 @@ fn double_submit(jar: &CookieJar, header: Option<&str>) -> Result<(), CsrfFailur
     if bool::from(header.as_bytes().ct_eq(cookie.as_bytes())) { Ok(()) } else { Err(CsrfFailure::TokenIncorrect) }
 }
 
-/// Whether the request is authenticated by the session cookie (no bearer token): only such
-/// requests can be forged cross-site.
-pub fn cookie_authenticated(request: &Request) -> bool {
-    matches!(credential(request), Some(Credential::Session(_)))
-}
-
-/// The browser side of a request, for resolvers that set or clear cookies (`login`, `logout`).
+/// The browser side of a request: its cookie jar, the cookie writer, and the CSRF verdict.
 #[derive(Clone)]
 pub struct BrowserContext {
     pub jar: CookieJar,
@@ -172,64 +167,18 @@ impl std::fmt::Debug for BrowserContext {
 }
 
 impl BrowserContext {
-    /// `credential` is the request's, as `context::credential` read it.
+    /// `credential` is the request's, as `Credential::of_request` read it.
     pub fn of(request: &Request, cookies: &Cookies, credential: Option<&Credential>) -> Self {
-        let csrf = if matches!(credential, Some(Credential::Bearer(_))) { Ok(()) } else { check_csrf(request) };
-        BrowserContext { jar: request.cookie().clone(), cookies: cookies.clone(), csrf }
-    }
-}
-
-/// Logs in and hands the new session to the browser: the session cookie set, the CSRF token
-/// rotated, and the session the browser held before (if any) ended — every login is a new
-/// session.
-pub async fn log_in(
-    request: &RequestContext,
-    browser: &BrowserContext,
-    username: String,
-    password: String,
-) -> Result<pb::User, ApiError> {
-    let login = request.identity.login(request.anonymous(pb::LoginRequest { username, password })).await?;
-    if let (Some(Credential::Session(_)), Caller::User(_)) = (&request.credential, &request.caller)
-        && let Ok(message) = request.as_caller(pb::LogoutRequest {})
-        && let Err(status) = request.identity.auth().logout(message).await
-    {
-        tracing::warn!(code = ?status.code(), "could not end the session replaced by a login");
-    }
-    let expires = login.refresh_expires_at.map(|at| at.seconds).unwrap_or_default();
-    let max_age = u64::try_from(expires - chrono::Utc::now().timestamp()).unwrap_or_default();
-    browser.cookies.set_session(&browser.jar, &login.session_token, Duration::from_secs(max_age)).await?;
-    browser.cookies.rotate_csrf(&browser.jar).await?;
-    login.user.ok_or_else(|| ApiError::new(ErrorKind::Internal, "internal error"))
-}
-
-/// Ends the request's session, if it has a live one, and clears the session cookie. When the
-/// identity service cannot be asked the cookie stays, so the user can retry and the session
-/// is not left alive behind a cleared cookie.
-pub async fn log_out(request: &RequestContext) -> Result<(), ApiError> {
-    if let Caller::User(_) = request.caller {
-        end(request, request.as_caller(pb::LogoutRequest {})?).await?;
-    }
-    if let Some(browser) = &request.browser {
-        // A bearer request may carry a session cookie as well: that session ends too.
-        if matches!(request.credential, Some(Credential::Bearer(_)))
-            && let Some(cookie) = browser.jar.get(SESSION_COOKIE).filter(|cookie| !cookie.value_str().is_empty())
-            && let Ok(token) = tonic::metadata::MetadataValue::try_from(cookie.value_str())
-        {
-            let mut message = request.anonymous(pb::LogoutRequest {});
-            message.metadata_mut().insert("x-session-token", token);
-            end(request, message).await?;
+        BrowserContext {
+            jar: request.cookie().clone(),
+            cookies: cookies.clone(),
+            csrf: csrf_verdict(request, credential),
         }
-        browser.cookies.clear_session(&browser.jar).await;
     }
-    Ok(())
-}
 
-/// `Logout`; a session that ended meanwhile is logged out all the same.
-async fn end(request: &RequestContext, message: tonic::Request<pb::LogoutRequest>) -> Result<(), ApiError> {
-    match request.identity.auth().logout(message).await {
-        Ok(_) => Ok(()),
-        Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(()),
-        Err(status) => Err(status.into()),
+    /// The CSRF verdict as an error, for routes that require it.
+    pub fn require_csrf(&self) -> Result<(), ApiError> {
+        self.csrf.map_err(CsrfFailure::into_error)
     }
 }
 

@@ -4,7 +4,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::browser::CookieSecure;
+/// `FACADE_COOKIE_SECURE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CookieSecure {
+    /// Secure unless the issuer (`IDENTITY_ISSUER`) is plain-http localhost.
+    Auto,
+    Always,
+    Never,
+}
 
 /// The GraphQL facade: every request authenticated through the identity service.
 #[derive(Debug, Clone, Parser)]

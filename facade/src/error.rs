@@ -1,8 +1,14 @@
-//! One table: gRPC status code -> GraphQL `extensions.code` -> HTTP status, side by side. The
-//! GraphQL layer and the HTTP layers both read it; nothing else maps errors.
+//! One table — gRPC status code → error kind → GraphQL `extensions.code` and HTTP status — as
+//! exhaustive matches the compiler checks, and one renderer per transport: a GraphQL error
+//! (`ApiError::extend`), a GraphQL-over-HTTP refusal (`graphql_refusal`), and `{"detail"}`
+//! JSON (`detail_response`; REST's `rest::ErrorResponse` carries the same fields). Rules that
+//! hold for every transport — a 503 says when to retry — live in `ApiError::retry_after`.
 
 use async_graphql::ErrorExtensions;
-use poem::http::StatusCode;
+use poem::{
+    Response,
+    http::{HeaderValue, StatusCode, header},
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -18,20 +24,6 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// gRPC code, the kind it becomes, its GraphQL code, its HTTP status.
-const TABLE: &[(Code, ErrorKind, &str, StatusCode)] = &[
-    (Code::InvalidArgument, ErrorKind::BadUserInput, "BAD_USER_INPUT", StatusCode::BAD_REQUEST),
-    (Code::Unauthenticated, ErrorKind::Unauthenticated, "UNAUTHENTICATED", StatusCode::UNAUTHORIZED),
-    (Code::PermissionDenied, ErrorKind::Forbidden, "FORBIDDEN", StatusCode::FORBIDDEN),
-    (Code::NotFound, ErrorKind::NotFound, "NOT_FOUND", StatusCode::NOT_FOUND),
-    (Code::AlreadyExists, ErrorKind::Conflict, "CONFLICT", StatusCode::CONFLICT),
-    (Code::ResourceExhausted, ErrorKind::TooManyRequests, "TOO_MANY_REQUESTS", StatusCode::TOO_MANY_REQUESTS),
-    (Code::Unavailable, ErrorKind::ServiceUnavailable, "SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
-    (Code::DeadlineExceeded, ErrorKind::ServiceUnavailable, "SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
-    (Code::Cancelled, ErrorKind::ServiceUnavailable, "SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
-    (Code::Internal, ErrorKind::Internal, "INTERNAL_SERVER_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
-];
-
 impl ErrorKind {
     pub const ALL: [ErrorKind; 8] = [
         ErrorKind::BadUserInput,
@@ -44,24 +36,41 @@ impl ErrorKind {
         ErrorKind::Internal,
     ];
 
-    fn row(self) -> (&'static str, StatusCode) {
-        TABLE
-            .iter()
-            .find(|(_, kind, _, _)| *kind == self)
-            .map(|(_, _, code, status)| (*code, *status))
-            .unwrap_or(("INTERNAL_SERVER_ERROR", StatusCode::INTERNAL_SERVER_ERROR))
+    /// The GraphQL `extensions.code` and the HTTP status of the kind.
+    pub fn codes(self) -> (&'static str, StatusCode) {
+        match self {
+            ErrorKind::BadUserInput => ("BAD_USER_INPUT", StatusCode::BAD_REQUEST),
+            ErrorKind::Unauthenticated => ("UNAUTHENTICATED", StatusCode::UNAUTHORIZED),
+            ErrorKind::Forbidden => ("FORBIDDEN", StatusCode::FORBIDDEN),
+            ErrorKind::NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND),
+            ErrorKind::Conflict => ("CONFLICT", StatusCode::CONFLICT),
+            ErrorKind::TooManyRequests => ("TOO_MANY_REQUESTS", StatusCode::TOO_MANY_REQUESTS),
+            ErrorKind::ServiceUnavailable => ("SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+            ErrorKind::Internal => ("INTERNAL_SERVER_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
+        }
     }
 
     pub fn graphql_code(self) -> &'static str {
-        self.row().0
+        self.codes().0
     }
 
     pub fn http_status(self) -> StatusCode {
-        self.row().1
+        self.codes().1
     }
 
+    /// What an identity-service answer means to our clients. Codes the identity service never
+    /// sends (and tonic's own failures) are internal, but for the ones that say "not now".
     fn from_grpc(code: Code) -> Self {
-        TABLE.iter().find(|(grpc, ..)| *grpc == code).map(|(_, kind, ..)| *kind).unwrap_or(ErrorKind::Internal)
+        match code {
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => ErrorKind::BadUserInput,
+            Code::Unauthenticated => ErrorKind::Unauthenticated,
+            Code::PermissionDenied => ErrorKind::Forbidden,
+            Code::NotFound => ErrorKind::NotFound,
+            Code::AlreadyExists | Code::Aborted => ErrorKind::Conflict,
+            Code::ResourceExhausted => ErrorKind::TooManyRequests,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorKind::ServiceUnavailable,
+            Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => ErrorKind::Internal,
+        }
     }
 }
 
@@ -87,6 +96,10 @@ impl ApiError {
         ApiError::new(ErrorKind::Unauthenticated, "authentication required")
     }
 
+    pub fn internal() -> Self {
+        ApiError::new(ErrorKind::Internal, "internal error")
+    }
+
     pub fn bad_input(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         ApiError {
@@ -94,6 +107,67 @@ impl ApiError {
             ..ApiError::new(ErrorKind::BadUserInput, format!("{field}: {message}"))
         }
     }
+
+    /// Seconds a client should wait before trying again: the throttle's figure for a 429, one
+    /// second for a 503; none for the rest.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self.kind {
+            ErrorKind::TooManyRequests => Some(self.retry_after.unwrap_or(1).max(1)),
+            ErrorKind::ServiceUnavailable => Some(1),
+            _ => None,
+        }
+    }
+
+    /// `{"detail": ...}` with the kind's status and `Retry-After` when there is one.
+    pub fn detail_response(&self) -> Response {
+        let body = serde_json::json!({ "detail": self.message });
+        self.with_retry_after(json_response(self.kind.http_status(), &body))
+    }
+
+    /// A GraphQL-over-HTTP request refused before GraphQL ran: an `errors` list and no `data`,
+    /// with `status` (the kind's, or 200 where the media type asks for it) and `content_type`.
+    pub fn graphql_refusal(&self, status: StatusCode, content_type: &'static str) -> Response {
+        let body = serde_json::json!({
+            "errors": [{"message": self.message, "extensions": {"code": self.kind.graphql_code()}}]
+        });
+        let response = Response::builder()
+            .status(status)
+            .content_type(content_type)
+            .body(serde_json::to_vec(&body).unwrap_or_default());
+        self.with_retry_after(response)
+    }
+
+    fn with_retry_after(&self, mut response: Response) -> Response {
+        if let Some(seconds) = self.retry_after()
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// What poem refuses before any handler runs (no such route, a wrong method, a body that does
+/// not parse), as `{"detail"}` JSON with poem's status; a route's own refusal as it was. The matched route, if any, stays with
+/// the response (metrics label it by route).
+pub fn poem_refusal(error: poem::Error) -> Response {
+    // An error made from a response (a route's own `Err` answer, already rendered) keeps it.
+    if !error.has_source() {
+        return error.into_response();
+    }
+    let mut response = json_response(error.status(), &serde_json::json!({ "detail": error.to_string() }));
+    if let Some(pattern) = error.data::<poem::PathPattern>() {
+        response.set_data(pattern.clone());
+    }
+    response
+}
+
+/// A JSON body with `status` (for errors and answers alike).
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(serde_json::to_vec(body).unwrap_or_default())
 }
 
 impl From<tonic::Status> for ApiError {
@@ -149,7 +223,7 @@ impl ErrorExtensions for ApiError {
                     .collect();
                 extensions.set("fieldViolations", list);
             }
-            if let Some(seconds) = self.retry_after {
+            if let Some(seconds) = self.retry_after() {
                 extensions.set("retryAfter", seconds);
             }
         })
@@ -191,6 +265,7 @@ mod tests {
             (Code::AlreadyExists, "CONFLICT", 409),
             (Code::ResourceExhausted, "TOO_MANY_REQUESTS", 429),
             (Code::Unavailable, "SERVICE_UNAVAILABLE", 503),
+            (Code::DeadlineExceeded, "SERVICE_UNAVAILABLE", 503),
             (Code::Internal, "INTERNAL_SERVER_ERROR", 500),
             (Code::Unknown, "INTERNAL_SERVER_ERROR", 500),
         ];
@@ -217,5 +292,19 @@ mod tests {
         let extensions = error.extensions.unwrap();
         assert_eq!(extensions.get("code"), Some(&async_graphql::Value::from("TOO_MANY_REQUESTS")));
         assert_eq!(extensions.get("retryAfter"), Some(&async_graphql::Value::from(7u64)));
+    }
+
+    #[test]
+    fn every_http_rendering_of_a_503_says_when_to_retry() {
+        let error = ApiError::new(ErrorKind::ServiceUnavailable, "down");
+        for response in
+            [error.detail_response(), error.graphql_refusal(StatusCode::SERVICE_UNAVAILABLE, "application/json")]
+        {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+        let throttled = ApiError { retry_after: Some(9), ..ApiError::new(ErrorKind::TooManyRequests, "slow") };
+        assert_eq!(throttled.detail_response().headers()[header::RETRY_AFTER], "9");
+        assert!(!ApiError::unauthenticated().detail_response().headers().contains_key(header::RETRY_AFTER));
     }
 }

@@ -17,11 +17,10 @@ use poem::{
     web::{Data, Query},
 };
 
-use super::Executed;
 use crate::{
-    browser::{check_csrf, cookie_authenticated},
-    context::RequestContext,
-    error::ErrorKind,
+    context::{CsrfRule, RequestContext},
+    error::{ApiError, ErrorKind},
+    graphql::{Executed, NOT_RUN},
     state::AppState,
 };
 
@@ -118,10 +117,9 @@ pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<AppState
     let charset_ok =
         parts.all(|param| !param.starts_with("charset=") || matches!(param, "charset=utf-8" | "charset=\"utf-8\""));
     if essence != "application/json" || !charset_ok {
-        return refuse(
+        return bad_request(
             format,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorKind::BadUserInput,
             "send GraphQL requests as Content-Type: application/json",
         );
     }
@@ -129,9 +127,9 @@ pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<AppState
         Ok(bytes) => bytes,
         Err(poem::error::ReadBodyError::PayloadTooLarge) => {
             let message = format!("the request body is larger than {} bytes", state.max_body_bytes);
-            return refuse(format, StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadUserInput, &message);
+            return bad_request(format, StatusCode::PAYLOAD_TOO_LARGE, &message);
         }
-        Err(_) => return refuse(format, StatusCode::BAD_REQUEST, ErrorKind::BadUserInput, "could not read the body"),
+        Err(_) => return bad_request(format, StatusCode::BAD_REQUEST, "could not read the body"),
     };
     let params = match serde_json::from_slice(&bytes) {
         Ok(value) => Params::from_json(value),
@@ -139,7 +137,7 @@ pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<AppState
     };
     match params {
         Ok(params) => execute(request, state, params, format).await,
-        Err(message) => refuse(format, StatusCode::BAD_REQUEST, ErrorKind::BadUserInput, &message),
+        Err(message) => bad_request(format, StatusCode::BAD_REQUEST, &message),
     }
 }
 
@@ -163,15 +161,10 @@ pub async fn get(
     };
     let params = match Params::from_query(pairs) {
         Ok(params) => params,
-        Err(message) => return refuse(format, StatusCode::BAD_REQUEST, ErrorKind::BadUserInput, &message),
+        Err(message) => return bad_request(format, StatusCode::BAD_REQUEST, &message),
     };
     if is_mutation(&params) {
-        let mut response = refuse(
-            format,
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::BadUserInput,
-            "mutations are only accepted with POST",
-        );
+        let mut response = bad_request(format, StatusCode::METHOD_NOT_ALLOWED, "mutations are only accepted with POST");
         response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return response;
     }
@@ -200,19 +193,14 @@ fn operation_type(query: &str, operation_name: Option<&str>) -> Option<Operation
 
 async fn execute(request: &Request, state: &AppState, params: Params, format: Format) -> Response {
     // A mutation riding on the session cookie must prove it comes from our own pages.
-    if cookie_authenticated(request)
-        && is_mutation(&params)
-        && let Err(failure) = check_csrf(request)
-    {
-        state.metrics.graphql_operation(super::NOT_RUN, ErrorKind::Forbidden.graphql_code());
-        return refuse(format, StatusCode::FORBIDDEN, ErrorKind::Forbidden, &failure.into_error().message);
-    }
-    let context = match RequestContext::of_http(&state.identity, &state.cookies, request).await {
+    let rule = if is_mutation(&params) { CsrfRule::CookieWrites } else { CsrfRule::NotNeeded };
+    let context = match RequestContext::of_http(&state.identity, &state.cookies, request, rule).await {
         Ok(context) => context,
-        // The credential could not be checked at all: nothing can be served.
+        // Refused by the CSRF check, or the credential could not be checked at all: nothing
+        // can be served.
         Err(error) => {
-            state.metrics.graphql_operation(super::NOT_RUN, error.kind.graphql_code());
-            return refuse(format, error.kind.http_status(), error.kind, &error.message);
+            state.metrics.graphql_operation(NOT_RUN, error.kind.graphql_code());
+            return refuse(format, error.kind.http_status(), &error);
         }
     };
     let executed = Executed::default();
@@ -229,7 +217,7 @@ async fn execute(request: &Request, state: &AppState, params: Params, format: Fo
         None => "ok",
         Some(error) => error_code(error),
     };
-    state.metrics.graphql_operation(operation.as_deref().unwrap_or(super::NOT_RUN), outcome);
+    state.metrics.graphql_operation(operation.as_deref().unwrap_or(NOT_RUN), outcome);
     render(&response, operation.is_some(), format)
 }
 
@@ -277,21 +265,20 @@ fn render(response: &async_graphql::Response, executed: bool, format: Format) ->
     json_response(format, status, &body)
 }
 
-/// A request refused before GraphQL ran: an `errors` list and no `data`.
-fn refuse(format: Format, status: StatusCode, kind: ErrorKind, message: &str) -> Response {
-    let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": kind.graphql_code()}}]});
-    let mut response = json_response(format, status, &body);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    response
+/// A request refused before GraphQL ran.
+fn refuse(format: Format, status: StatusCode, error: &ApiError) -> Response {
+    error.graphql_refusal(status, format.content_type())
+}
+
+/// A request refused for what it is, not who sent it.
+fn bad_request(format: Format, status: StatusCode, message: &str) -> Response {
+    refuse(format, status, &ApiError::new(ErrorKind::BadUserInput, message))
 }
 
 fn not_acceptable() -> Response {
-    refuse(
+    bad_request(
         Format::Json,
         StatusCode::NOT_ACCEPTABLE,
-        ErrorKind::BadUserInput,
         "accept application/graphql-response+json or application/json",
     )
 }

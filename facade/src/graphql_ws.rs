@@ -20,7 +20,6 @@
 //!   the websocket protocol.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -45,61 +44,13 @@ use poem::{
 };
 use tokio::{sync::broadcast, task::JoinHandle};
 
-use super::subscriptions::{SessionEvent, SocketEvents};
 use crate::{
-    context::{Caller, ClientInfo, Credential, RequestContext, client_info, credential},
+    context::{Caller, RequestContext},
+    credential::{ClientInfo, Credential},
+    graphql::subscriptions::{SessionEvent, SocketEvents},
+    sockets::SocketSlot,
     state::AppState,
 };
-
-/// Bounds and timers of the websockets.
-#[derive(Debug, Clone, Copy)]
-pub struct SocketLimits {
-    pub per_session: usize,
-    pub subscriptions: usize,
-    pub init_timeout: Duration,
-    pub ping_interval: Duration,
-}
-
-/// Open sockets per session.
-pub struct Sockets {
-    pub limits: SocketLimits,
-    open: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// One socket counted against its session; uncounted when dropped.
-struct SocketSlot {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    session_id: String,
-}
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.open.lock()
-            && let Some(count) = open.get_mut(&self.session_id)
-        {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.session_id);
-            }
-        }
-    }
-}
-
-impl Sockets {
-    pub fn new(limits: SocketLimits) -> Self {
-        Sockets { limits, open: Arc::new(Mutex::new(HashMap::new())) }
-    }
-
-    fn take_slot(&self, session_id: &str) -> Option<SocketSlot> {
-        let mut open = self.open.lock().ok()?;
-        let count = open.entry(session_id.to_owned()).or_insert(0);
-        if *count >= self.limits.per_session {
-            return None;
-        }
-        *count += 1;
-        Some(SocketSlot { open: Arc::clone(&self.open), session_id: session_id.to_owned() })
-    }
-}
 
 /// How a socket ends, when the facade ends it.
 type Close = (u16, String);
@@ -126,13 +77,13 @@ pub async fn upgrade(
     protocol: GraphQLProtocol,
     PoemData(state): PoemData<&Arc<AppState>>,
 ) -> impl IntoResponse {
-    let upgrade_credential = credential(request).filter(|credential| match credential {
+    let upgrade_credential = Credential::of_request(request).filter(|credential| match credential {
         // The cookie authenticates a socket only when opened by our own pages: a page of another
         // origin on the same site would otherwise ride on it (cross-site websocket hijacking).
         Credential::Session(_) => same_origin(request, state.discovery.last().map(|s| s.settings.issuer.clone())),
         Credential::Bearer(_) => true,
     });
-    let client = client_info(request);
+    let client = ClientInfo::of_request(request);
     let state = Arc::clone(state);
     // tungstenite's defaults (128 KiB read and write buffers, 64 MiB messages) would cost
     // ~160 KiB per idle socket and let one client send 64 MiB: GraphQL messages are small.
@@ -164,19 +115,6 @@ fn same_origin(request: &Request, issuer: Option<String>) -> bool {
     }
     let host = request.header(header::HOST).unwrap_or_default();
     origin.split_once("://").is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(host))
-}
-
-/// The credential of a `connection_init` payload, if it names one.
-fn payload_credential(payload: &serde_json::Value) -> Option<Credential> {
-    if let Some(value) = payload.get("authorization").or_else(|| payload.get("Authorization")).and_then(|v| v.as_str())
-    {
-        return Credential::from_authorization(value);
-    }
-    payload
-        .get("sessionToken")
-        .and_then(|v| v.as_str())
-        .filter(|token| !token.is_empty())
-        .map(|token| Credential::Session(token.to_owned()))
 }
 
 async fn serve(
@@ -221,7 +159,7 @@ async fn serve(
                 }
                 Err(async_graphql::Error::new(message))
             };
-            let Some(credential) = payload_credential(&payload).or(upgrade_credential) else {
+            let Some(credential) = Credential::of_init_payload(&payload).or(upgrade_credential) else {
                 return refuse(4403, "Forbidden: no credential");
             };
             let context = match RequestContext::resolve(state.identity.clone(), Some(credential), client).await {
@@ -365,35 +303,4 @@ async fn watch_session(
         Err(_) => (1012, "the identity service is unavailable; reconnect".to_owned()),
     };
     let _ = end.send(close);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn init_payloads_name_a_bearer_or_a_session_token() {
-        let bearer = payload_credential(&serde_json::json!({"authorization": "Bearer abc"}));
-        assert_eq!(bearer, Some(Credential::Bearer("abc".into())));
-        let session = payload_credential(&serde_json::json!({"sessionToken": "s"}));
-        assert_eq!(session, Some(Credential::Session("s".into())));
-        assert_eq!(payload_credential(&serde_json::json!({})), None);
-        assert_eq!(payload_credential(&serde_json::Value::Null), None);
-    }
-
-    #[test]
-    fn sockets_per_session_are_bounded_and_released() {
-        let sockets = Sockets::new(SocketLimits {
-            per_session: 2,
-            subscriptions: 1,
-            init_timeout: Duration::from_secs(1),
-            ping_interval: Duration::from_secs(1),
-        });
-        let first = sockets.take_slot("s").unwrap();
-        let _second = sockets.take_slot("s").unwrap();
-        assert!(sockets.take_slot("s").is_none());
-        assert!(sockets.take_slot("other").is_some());
-        drop(first);
-        assert!(sockets.take_slot("s").is_some());
-    }
 }

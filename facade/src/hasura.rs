@@ -9,21 +9,20 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use poem::{
     Body, Request, Response, handler,
     http::{StatusCode, header},
-    web::{Data, cookie::CookieJar},
+    web::Data,
 };
 
 use crate::{
-    browser::SESSION_COOKIE,
-    context::{Caller, ClientInfo, Credential, RequestContext, client_info, credential},
-    error::{ApiError, ErrorKind},
-    pages::{error_response, json},
+    context::{Caller, RequestContext},
+    credential::{ClientInfo, Credential},
+    error::{ApiError, ErrorKind, json_response as json},
     state::AppState,
 };
 
 /// GET mode: the client's headers are this request's headers.
 #[handler]
 pub async fn get(request: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
-    answer(state, credential(request), client_info(request)).await
+    answer(state, Credential::of_request(request), ClientInfo::of_request(request)).await
 }
 
 /// POST mode: `{"headers": {name: value}, "request": {...}}`.
@@ -34,8 +33,8 @@ pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<AppState
         Err(_) => Err("the body is too large or unreadable"),
     };
     match forwarded {
-        Ok(headers) => answer(state, credential_of(&headers), client_info(request)).await,
-        Err(message) => error_response(&ApiError::new(ErrorKind::BadUserInput, message)),
+        Ok(headers) => answer(state, Credential::of_forwarded(&headers), ClientInfo::of_request(request)).await,
+        Err(message) => ApiError::new(ErrorKind::BadUserInput, message).detail_response(),
     }
 }
 
@@ -55,16 +54,6 @@ fn forwarded_headers(body: &[u8]) -> Result<HashMap<String, String>, &'static st
         .collect())
 }
 
-/// The credential among forwarded headers, by the same rules as a direct request.
-fn credential_of(headers: &HashMap<String, String>) -> Option<Credential> {
-    if let Some(authorization) = headers.get("authorization") {
-        return Credential::from_authorization(authorization);
-    }
-    let jar: CookieJar = headers.get("cookie")?.parse().ok()?;
-    let token = jar.get(SESSION_COOKIE)?.value_str().to_owned();
-    (!token.is_empty()).then_some(Credential::Session(token))
-}
-
 async fn answer(state: &AppState, credential: Option<Credential>, client: ClientInfo) -> Response {
     let max_age = state.hasura.cache_max_age;
     let Some(credential) = credential else {
@@ -75,7 +64,7 @@ async fn answer(state: &AppState, credential: Option<Credential>, client: Client
     };
     let context = match RequestContext::resolve(state.identity.clone(), Some(credential), client).await {
         Ok(context) => context,
-        Err(error) => return error_response(&error),
+        Err(error) => return error.detail_response(),
     };
     match &context.caller {
         Caller::User(principal) => {
@@ -107,7 +96,7 @@ fn variables(user_id: Option<&str>, role: &str, max_age: Duration) -> Response {
 }
 
 fn unauthorized(error: ApiError) -> Response {
-    let mut response = json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "detail": error.message }));
+    let mut response = ApiError { kind: ErrorKind::Unauthenticated, ..error }.detail_response();
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
 }
@@ -120,10 +109,13 @@ mod tests {
     fn forwarded_headers_are_read_case_insensitively() {
         let body = br#"{"headers": {"Authorization": "Bearer abc", "X-Other": 1}, "request": {"query": "{x}"}}"#;
         let headers = forwarded_headers(body).unwrap();
-        assert_eq!(credential_of(&headers), Some(Credential::Bearer("abc".into())));
+        assert_eq!(Credential::of_forwarded(&headers), Some(Credential::Bearer("abc".into())));
         let body = br#"{"headers": {"Cookie": "a=b; sessionid=tok; csrftoken=x"}}"#;
-        assert_eq!(credential_of(&forwarded_headers(body).unwrap()), Some(Credential::Session("tok".into())));
-        assert_eq!(credential_of(&forwarded_headers(br#"{"headers": {}}"#).unwrap()), None);
+        assert_eq!(
+            Credential::of_forwarded(&forwarded_headers(body).unwrap()),
+            Some(Credential::Session("tok".into()))
+        );
+        assert_eq!(Credential::of_forwarded(&forwarded_headers(br#"{"headers": {}}"#).unwrap()), None);
         assert!(forwarded_headers(b"[1]").is_err());
     }
 }

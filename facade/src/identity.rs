@@ -9,10 +9,14 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::{
-    config::ConfigError,
     error::{ApiError, ErrorKind},
     metrics::{LoginOutcome, Metrics},
 };
+
+/// The identity service's URL is not one a channel can be made for.
+#[derive(Debug, thiserror::Error)]
+#[error("not a gRPC endpoint URL: {0}")]
+pub struct InvalidUrl(String);
 
 #[derive(Clone, Debug)]
 pub struct IdentityClient {
@@ -23,9 +27,9 @@ pub struct IdentityClient {
 impl IdentityClient {
     /// Connects lazily: the facade starts (and answers SERVICE_UNAVAILABLE) even while the
     /// identity service is down.
-    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
+    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, InvalidUrl> {
         let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?
+            .map_err(|error| InvalidUrl(error.to_string()))?
             .connect_timeout(Duration::from_secs(2).min(timeout))
             .timeout(timeout)
             .tcp_nodelay(true)

@@ -1,20 +1,32 @@
 //! `graphql-facade`: the public face of the identity stack. Every request's credential is
-//! resolved once through the identity service (`context`); GraphQL resolvers (`graphql`) map
-//! to and from its gRPC API; `error` holds the one table of error codes. The facade never
-//! touches the database: it sees only the generated `pb` types and its own view types.
+//! read by one set of rules (`credential`) and resolved once through the identity service
+//! (`context`); GraphQL resolvers (`graphql`) map to and from its gRPC API; `error` holds the
+//! one table of error codes and renders it per transport. The facade never touches the
+//! database: it sees only the generated `pb` types and its own view types (`convert`).
+//!
+//! Modules, lowest first (each imports only modules above it in this list):
+//! `config`, `credential`, `error`, `metrics`, `server` — `identity` (the gRPC client) —
+//! `discovery` — `browser` (cookies, CSRF) — `context` — `login` — `sockets`, `graphql` (the
+//! schema) — `state` — `rest`, `convert` — `graphql_http`, `graphql_ws`, `hasura`, `pages`.
 
 pub mod browser;
 pub mod config;
 pub mod context;
+pub mod convert;
+pub mod credential;
 pub mod discovery;
 pub mod error;
 pub mod graphql;
+pub mod graphql_http;
+pub mod graphql_ws;
 pub mod hasura;
 pub mod identity;
+pub mod login;
 pub mod metrics;
 pub mod pages;
 pub mod rest;
 pub mod server;
+pub mod sockets;
 pub mod state;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -29,7 +41,6 @@ pub use config::{Config, ConfigError};
 use crate::{
     browser::Cookies,
     discovery::Discovery,
-    graphql::{http, websocket},
     identity::IdentityClient,
     metrics::{Metrics, RequestMetrics},
     state::{AppState, HasuraSettings},
@@ -52,7 +63,8 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
-    let identity = IdentityClient::new(&config.identity_url, config.identity_timeout.into(), metrics.clone())?;
+    let identity = IdentityClient::new(&config.identity_url, config.identity_timeout.into(), metrics.clone())
+        .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?;
     let discovery = Discovery::new(identity.clone());
     let schema = graphql::schema(graphql::Limits {
         depth: config.max_depth,
@@ -71,7 +83,7 @@ pub async fn serve(
         },
         max_body_bytes: config.max_body_bytes,
         graphiql: config.graphiql,
-        sockets: websocket::Sockets::new(websocket::SocketLimits {
+        sockets: sockets::Sockets::new(sockets::SocketLimits {
             per_session: config.ws_max_sockets_per_session,
             subscriptions: config.ws_max_subscriptions,
             init_timeout: config.ws_init_timeout.into(),
@@ -80,8 +92,8 @@ pub async fn serve(
     });
     let app = Route::new()
         .at("/", get(pages::Demo::new()))
-        .at("/graphql", get(http::get).post(http::post))
-        .at("/graphql/ws", get(websocket::upgrade))
+        .at("/graphql", get(graphql_http::get).post(graphql_http::post))
+        .at("/graphql/ws", get(graphql_ws::upgrade))
         .nest("/api", rest::routes())
         .at("/.well-known/jwks.json", get(pages::jwks))
         .at("/.well-known/openid-configuration", get(pages::openid_configuration))
@@ -92,9 +104,7 @@ pub async fn serve(
         .data(state)
         // Whatever poem refuses before a handler runs (no such route, wrong method) is
         // `{"detail"}` JSON too.
-        .catch_all_error(|error: poem::Error| async move {
-            pages::json(error.status(), &serde_json::json!({ "detail": error.to_string() }))
-        })
+        .catch_all_error(|error: poem::Error| async move { error::poem_refusal(error) })
         .with(CookieJarManager::new())
         .with(SetHeader::new().overriding("x-content-type-options", "nosniff"))
         // Counts requests; no request-logging middleware: it would log query strings, and a

@@ -11,34 +11,17 @@ use poem::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::json_response as json, state::AppState};
 
 /// How long relying parties may keep the JWK set and discovery document.
 const WELL_KNOWN_CACHE: &str = "public, max-age=300";
-
-/// `{"detail": ...}` with the error's status (and `Retry-After` on 503).
-pub fn error_response(error: &ApiError) -> Response {
-    let status = error.kind.http_status();
-    let mut response = json(status, &serde_json::json!({ "detail": error.message }));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    response
-}
-
-pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(serde_json::to_vec(body).unwrap_or_default())
-}
 
 /// `GET /.well-known/jwks.json`: every non-retired public key; never a private member.
 #[handler]
 pub async fn jwks(Data(state): Data<&Arc<AppState>>) -> Response {
     match state.discovery.get().await {
         Ok(settings) => cacheable(json(StatusCode::OK, &settings.jwks_json())),
-        Err(error) => error_response(&error),
+        Err(error) => error.detail_response(),
     }
 }
 
@@ -47,7 +30,7 @@ pub async fn jwks(Data(state): Data<&Arc<AppState>>) -> Response {
 pub async fn openid_configuration(Data(state): Data<&Arc<AppState>>) -> Response {
     match state.discovery.get().await {
         Ok(settings) => cacheable(json(StatusCode::OK, &settings.openid_configuration())),
-        Err(error) => error_response(&error),
+        Err(error) => error.detail_response(),
     }
 }
 
@@ -67,7 +50,7 @@ pub fn healthz() -> Response {
 pub async fn readyz(Data(state): Data<&Arc<AppState>>) -> Response {
     match state.identity.ready().await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
-        Err(error) => error_response(&error),
+        Err(error) => error.detail_response(),
     }
 }
 

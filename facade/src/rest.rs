@@ -4,22 +4,18 @@
 
 use std::sync::Arc;
 
-use identity_proto::pb;
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use crate::{
-    browser::{self, check_csrf, cookie_authenticated},
-    context::RequestContext,
+    context::{CsrfRule, RequestContext},
     error::{ApiError, ErrorKind},
-    graphql::types::time,
+    login,
     state::AppState,
 };
 
 /// What DRF says to an anonymous request.
 const NOT_PROVIDED: &str = "Authentication credentials were not provided.";
-/// Seconds a client should wait after a 503.
-const RETRY_UNAVAILABLE: u64 = 1;
 
 /// An error, or a one-line confirmation.
 #[derive(Debug, Object)]
@@ -47,20 +43,6 @@ pub struct UserView {
     pub last_login: Option<String>,
 }
 
-impl From<pb::User> for UserView {
-    fn from(user: pb::User) -> Self {
-        UserView {
-            date_joined: time(user.date_joined.as_ref()).to_rfc3339(),
-            last_login: user.last_login.as_ref().map(|at| time(Some(at)).to_rfc3339()),
-            id: user.id,
-            username: user.username,
-            email: user.email,
-            role: user.role,
-            is_active: user.is_active,
-        }
-    }
-}
-
 #[derive(Debug, Object)]
 pub struct Credentials {
     /// Username or email.
@@ -77,109 +59,69 @@ pub struct LoggedIn {
     pub user: UserView,
 }
 
+/// Every error a route of `/api` answers, rendered from the error table. (A body that is not
+/// the JSON a route expects is refused by poem-openapi before the route runs: a 400 of the
+/// same shape.)
 #[derive(ApiResponse)]
-pub enum CsrfResponse {
-    /// The `csrftoken` cookie is set (kept if the client already had a valid one).
-    #[oai(status = 200)]
-    Ok(Json<Detail>),
-    /// The identity service could not be asked whether cookies must be `Secure`.
+pub enum ErrorResponse {
+    /// The request is malformed: a body that is not the expected JSON, a field out of bounds.
+    #[oai(status = 400)]
+    BadRequest(Json<Detail>),
+    /// No credential, a dead one (the detail says why), or wrong login credentials (one
+    /// message for every failed login).
+    #[oai(status = 401)]
+    Unauthorized(Json<Detail>),
+    /// `X-CSRFToken` missing or not equal to the `csrftoken` cookie.
+    #[oai(status = 403)]
+    Forbidden(Json<Detail>),
+    #[oai(status = 404)]
+    NotFound(Json<Detail>),
+    #[oai(status = 409)]
+    Conflict(Json<Detail>),
+    /// Too many failed logins; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<Detail>, #[oai(header = "Retry-After")] u64),
+    /// The identity service cannot be reached; retry after `Retry-After` seconds.
     #[oai(status = 503)]
     Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500)]
     Internal(Json<Detail>),
 }
 
+impl From<ApiError> for ErrorResponse {
+    fn from(error: ApiError) -> Self {
+        let retry_after = error.retry_after().unwrap_or(1);
+        let body = detail(error.message);
+        match error.kind {
+            ErrorKind::BadUserInput => ErrorResponse::BadRequest(body),
+            ErrorKind::Unauthenticated => ErrorResponse::Unauthorized(body),
+            ErrorKind::Forbidden => ErrorResponse::Forbidden(body),
+            ErrorKind::NotFound => ErrorResponse::NotFound(body),
+            ErrorKind::Conflict => ErrorResponse::Conflict(body),
+            ErrorKind::TooManyRequests => ErrorResponse::TooManyRequests(body, retry_after),
+            ErrorKind::ServiceUnavailable => ErrorResponse::Unavailable(body, retry_after),
+            ErrorKind::Internal => ErrorResponse::Internal(body),
+        }
+    }
+}
+
+type Answer<T> = Result<Json<T>, ErrorResponse>;
+
+/// A login, or a body that is not `{"username", "password"}` JSON (whatever its media type).
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "bad_login")]
-pub enum LoginResponse {
+pub enum LoginAnswer {
     /// Logged in: a new session in the HttpOnly `sessionid` cookie, and a new `csrftoken`.
     #[oai(status = 200)]
     Ok(Json<LoggedIn>),
     /// The body is not `{"username", "password"}` JSON.
     #[oai(status = 400)]
     BadRequest(Json<Detail>),
-    /// Wrong username or password, or an inactive account (one message for all).
-    #[oai(status = 401)]
-    Unauthorized(Json<Detail>),
-    /// `X-CSRFToken` missing or not equal to the `csrftoken` cookie.
-    #[oai(status = 403)]
-    Forbidden(Json<Detail>),
-    /// Too many failed logins; retry after `Retry-After` seconds.
-    #[oai(status = 429)]
-    TooManyRequests(Json<Detail>, #[oai(header = "Retry-After")] u64),
-    #[oai(status = 503)]
-    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
-    #[oai(status = 500)]
-    Internal(Json<Detail>),
 }
 
-fn bad_login(error: poem::Error) -> LoginResponse {
-    LoginResponse::BadRequest(detail(format!("send JSON {{\"username\": ..., \"password\": ...}}: {error}")))
+fn bad_login(error: poem::Error) -> LoginAnswer {
+    LoginAnswer::BadRequest(detail(format!("send JSON {{\"username\": ..., \"password\": ...}}: {error}")))
 }
-
-#[derive(ApiResponse)]
-pub enum LogoutResponse {
-    /// The session (if any) is ended and `sessionid` cleared with `Max-Age=0`.
-    #[oai(status = 200)]
-    Ok(Json<Detail>),
-    /// A cookie-authenticated logout without a valid `X-CSRFToken`.
-    #[oai(status = 403)]
-    Forbidden(Json<Detail>),
-    #[oai(status = 503)]
-    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
-    #[oai(status = 500)]
-    Internal(Json<Detail>),
-}
-
-#[derive(ApiResponse)]
-pub enum MeResponse {
-    #[oai(status = 200)]
-    Ok(Json<UserView>),
-    /// No credential, or a dead one (the detail says why).
-    #[oai(status = 401)]
-    Unauthorized(Json<Detail>),
-    #[oai(status = 503)]
-    Unavailable(Json<Detail>, #[oai(header = "Retry-After")] u64),
-    #[oai(status = 500)]
-    Internal(Json<Detail>),
-}
-
-/// Maps an error onto a route's response enum: the arms it has, and 500 for the rest (which
-/// the route cannot produce; logged if it ever does).
-macro_rules! from_api_error {
-    ($response:ident { $($kind:ident => $variant:ident),* $(,)? }) => {
-        impl From<ApiError> for $response {
-            fn from(error: ApiError) -> Self {
-                match error.kind {
-                    $(ErrorKind::$kind => from_api_error!(@arm $response $variant error),)*
-                    ErrorKind::ServiceUnavailable => $response::Unavailable(detail(error.message), RETRY_UNAVAILABLE),
-                    _ => {
-                        if error.kind != ErrorKind::Internal {
-                            tracing::error!(kind = ?error.kind, "undocumented error on a REST route");
-                        }
-                        $response::Internal(detail("internal error"))
-                    }
-                }
-            }
-        }
-    };
-    (@arm $response:ident TooManyRequests $error:ident) => {
-        $response::TooManyRequests(detail($error.message), $error.retry_after.unwrap_or(1))
-    };
-    (@arm $response:ident $variant:ident $error:ident) => {
-        $response::$variant(detail($error.message))
-    };
-}
-
-from_api_error!(CsrfResponse {});
-from_api_error!(LoginResponse {
-    BadUserInput => BadRequest,
-    Unauthenticated => Unauthorized,
-    Forbidden => Forbidden,
-    TooManyRequests => TooManyRequests,
-});
-from_api_error!(LogoutResponse { Forbidden => Forbidden });
-from_api_error!(MeResponse { Unauthenticated => Unauthorized });
 
 pub struct Api;
 
@@ -188,70 +130,46 @@ impl Api {
     /// Sets the `csrftoken` cookie (readable by script). Send its value back in `X-CSRFToken`
     /// on every cookie-authenticated write.
     #[oai(path = "/csrf", method = "get")]
-    async fn csrf(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> CsrfResponse {
-        match state.cookies.ensure_csrf(request.cookie()).await {
-            Ok(()) => CsrfResponse::Ok(detail("CSRF cookie set")),
-            Err(error) => error.into(),
-        }
+    async fn csrf(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<Detail> {
+        state.cookies.ensure_csrf(request.cookie()).await?;
+        Ok(detail("CSRF cookie set"))
     }
 
     /// Logs in with username (or email) and password: a new session in the HttpOnly
-    /// `sessionid` cookie (SameSite=Lax, Path=/). Needs `X-CSRFToken` (see `/api/csrf`).
+    /// `sessionid` cookie (SameSite=Lax, Path=/), and a new `csrftoken`. Needs `X-CSRFToken`
+    /// (see `/api/csrf`).
     #[oai(path = "/login", method = "post")]
     async fn login(
         &self,
         request: &Request,
         Data(state): Data<&Arc<AppState>>,
         body: Json<Credentials>,
-    ) -> LoginResponse {
-        let result = async {
-            let context = RequestContext::of_http(&state.identity, &state.cookies, request).await?;
-            let browser = context.browser.as_ref().ok_or_else(ApiError::unauthenticated)?;
-            browser.csrf.map_err(browser::CsrfFailure::into_error)?;
-            let Json(Credentials { username, password }) = body;
-            browser::log_in(&context, browser, username, password).await
-        }
-        .await;
-        match result {
-            Ok(user) => LoginResponse::Ok(Json(LoggedIn { detail: "success".into(), user: user.into() })),
-            Err(error) => error.into(),
-        }
+    ) -> Result<LoginAnswer, ErrorResponse> {
+        let context = RequestContext::of_http(&state.identity, &state.cookies, request, CsrfRule::Always).await?;
+        let browser = context.browser.as_ref().ok_or_else(ApiError::internal)?;
+        let Json(Credentials { username, password }) = body;
+        let user = login::log_in(&context, browser, username, password).await?;
+        Ok(LoginAnswer::Ok(Json(LoggedIn { detail: "success".into(), user: user.into() })))
     }
 
     /// Ends the session and clears `sessionid` (`Max-Age=0`). Succeeds also without a session.
     /// A cookie-authenticated logout needs `X-CSRFToken`.
     #[oai(path = "/logout", method = "post")]
-    async fn logout(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> LogoutResponse {
-        let result = async {
-            if cookie_authenticated(request) {
-                check_csrf(request).map_err(browser::CsrfFailure::into_error)?;
-            }
-            let context = RequestContext::of_http(&state.identity, &state.cookies, request).await?;
-            browser::log_out(&context).await
-        }
-        .await;
-        match result {
-            Ok(()) => LogoutResponse::Ok(detail("logged out")),
-            Err(error) => error.into(),
-        }
+    async fn logout(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<Detail> {
+        let context = RequestContext::of_http(&state.identity, &state.cookies, request, CsrfRule::CookieWrites).await?;
+        login::log_out(&context).await?;
+        Ok(detail("logged out"))
     }
 
     /// The current user (by `sessionid` cookie or `Authorization: Bearer`).
     #[oai(path = "/me", method = "get")]
-    async fn me(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> MeResponse {
-        let result = async {
-            let context = RequestContext::of_http(&state.identity, &state.cookies, request).await?;
-            if context.credential.is_none() {
-                return Err(ApiError::new(ErrorKind::Unauthenticated, NOT_PROVIDED));
-            }
-            let principal = context.principal()?;
-            principal.user.clone().ok_or_else(|| ApiError::new(ErrorKind::Internal, "internal error"))
+    async fn me(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<UserView> {
+        let context = RequestContext::of_http(&state.identity, &state.cookies, request, CsrfRule::NotNeeded).await?;
+        if context.credential.is_none() {
+            return Err(ApiError::new(ErrorKind::Unauthenticated, NOT_PROVIDED).into());
         }
-        .await;
-        match result {
-            Ok(user) => MeResponse::Ok(Json(user.into())),
-            Err(error) => error.into(),
-        }
+        let user = context.principal()?.user.clone().ok_or_else(ApiError::internal)?;
+        Ok(Json(user.into()))
     }
 }
 
@@ -270,7 +188,5 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/openapi.json", service.spec_endpoint())
         .nest("/docs", service.swagger_ui())
         .nest("/", service)
-        .catch_all_error(|error: poem::Error| async move {
-            crate::pages::json(error.status(), &serde_json::json!({ "detail": error.to_string() }))
-        })
+        .catch_all_error(|error: poem::Error| async move { crate::error::poem_refusal(error) })
 }

@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    browser::Cookies, discovery::Discovery, graphql::AppSchema, graphql::websocket::Sockets, identity::IdentityClient,
-    metrics::Metrics,
+    browser::Cookies, discovery::Discovery, graphql::AppSchema, identity::IdentityClient, metrics::Metrics,
+    sockets::Sockets,
 };
 
 pub struct AppState {

@@ -5,14 +5,11 @@
 use async_graphql::{Context, Object, Result};
 use identity_proto::pb;
 
-use super::types::{
-    GenericScalar, LoginResult, LogoutResult, ObtainJsonWebToken, Refresh, Revoke, User, Verify, struct_json,
-    token_payload,
-};
+use super::types::{GenericScalar, LoginResult, LogoutResult, ObtainJsonWebToken, Refresh, Revoke, User, Verify};
 use crate::{
-    browser,
     context::RequestContext,
     error::{ApiError, ErrorKind, GraphqlResult},
+    login,
 };
 
 #[derive(Default)]
@@ -44,7 +41,7 @@ impl AuthMutation {
         let login = login(request, username, password).await?;
         let user = login.user.ok_or_else(ApiError::unauthenticated).graphql()?;
         Ok(ObtainJsonWebToken {
-            payload: GenericScalar(token_payload(&login.access_token)),
+            payload: GenericScalar::of_issued_token(&login.access_token),
             refresh_expires_in: login.refresh_expires_at.map(|t| t.seconds).unwrap_or_default(),
             token: login.access_token,
             refresh_token: login.refresh_token,
@@ -62,15 +59,15 @@ impl AuthMutation {
             .as_ref()
             .ok_or_else(|| ApiError::new(ErrorKind::BadUserInput, "login sets a cookie: send it as POST /graphql"))
             .graphql()?;
-        browser.csrf.map_err(browser::CsrfFailure::into_error).graphql()?;
-        let user = browser::log_in(request, browser, username, password).await.graphql()?;
+        browser.require_csrf().graphql()?;
+        let user = login::log_in(request, browser, username, password).await.graphql()?;
         Ok(LoginResult { success: true, user: User::from(user) })
     }
 
     /// Ends the caller's session (cookie or bearer) and clears the `sessionid` cookie.
     async fn logout(&self, ctx: &Context<'_>) -> Result<LogoutResult> {
         let request = ctx.data::<RequestContext>()?;
-        browser::log_out(request).await.graphql()?;
+        login::log_out(request).await.graphql()?;
         Ok(LogoutResult { success: true })
     }
 
@@ -83,7 +80,7 @@ impl AuthMutation {
             .verify_token(request.anonymous(pb::VerifyTokenRequest { token }))
             .await
             .graphql()?;
-        Ok(Verify { payload: GenericScalar(struct_json(verified.into_inner().payload)) })
+        Ok(Verify { payload: GenericScalar::from(verified.into_inner().claims) })
     }
 
     /// A new access token and a new refresh token; the one sent is spent. Using a refresh
@@ -98,7 +95,7 @@ impl AuthMutation {
             .graphql()?
             .into_inner();
         Ok(Refresh {
-            payload: GenericScalar(struct_json(pair.payload)),
+            payload: GenericScalar::from(pair.claims),
             refresh_expires_in: pair.refresh_expires_at.map(|t| t.seconds).unwrap_or_default(),
             token: pair.access_token,
             refresh_token: pair.refresh_token,

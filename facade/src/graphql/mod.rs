@@ -1,12 +1,11 @@
-//! The GraphQL schema (one module per noun) and its limits. `http` serves it.
+//! The GraphQL schema (one module per noun) and its limits. `graphql_http` and `graphql_ws`
+//! serve it.
 
 pub mod auth;
-pub mod http;
 pub mod sessions;
 pub mod subscriptions;
 pub mod types;
 pub mod users;
-pub mod websocket;
 
 use std::sync::{Arc, Mutex};
 

@@ -9,11 +9,9 @@ use std::sync::{
 use async_graphql::{Context, Enum, ErrorExtensions, ID, Result, SimpleObject, Subscription as SubscriptionRoot};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use identity_proto::pb;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::types::time;
 use crate::error::{ApiError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -39,23 +37,6 @@ pub struct SessionEvent {
 }
 
 impl SessionEvent {
-    pub fn from_pb(event: pb::WatchSessionResponse) -> Option<Self> {
-        let kind = match event.kind() {
-            pb::SessionEventKind::Revoked => SessionEventKind::Revoked,
-            pb::SessionEventKind::RoleChanged => SessionEventKind::RoleChanged,
-            pb::SessionEventKind::Expired => SessionEventKind::Expired,
-            pb::SessionEventKind::Unspecified => return None,
-        };
-        Some(SessionEvent {
-            kind,
-            at: time(event.at.as_ref()),
-            session_id: ID(event.session_id),
-            user_id: ID(event.user_id),
-            role: event.role,
-            reason: event.reason,
-        })
-    }
-
     pub fn ends_session(&self) -> bool {
         matches!(self.kind, SessionEventKind::Revoked | SessionEventKind::Expired)
     }

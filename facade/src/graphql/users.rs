@@ -7,7 +7,7 @@ use identity_proto::pb;
 use super::types::{ChangePassword, CreateUser, DeleteUser, Profile, UpdateUserInput, User};
 use crate::{
     context::RequestContext,
-    error::{ApiError, ErrorKind, GraphqlResult},
+    error::{ApiError, GraphqlResult},
 };
 
 /// The most users one page may hold.
@@ -63,7 +63,7 @@ impl UsersMutation {
             role: String::new(),
         };
         let created = request.identity.users().create_user(request.anonymous(message)).await.graphql()?.into_inner();
-        let user = created.user.ok_or_else(|| ApiError::new(ErrorKind::Internal, "internal error")).graphql()?;
+        let user = created.user.ok_or_else(ApiError::internal).graphql()?;
         let login = super::auth::login(request, username, password).await?;
         Ok(CreateUser {
             profile: Profile { role: user.role.clone() },
@@ -95,8 +95,7 @@ impl UsersMutation {
         }
         let message = pb::UpdateUserRequest { user: Some(user), update_mask: Some(prost_types::FieldMask { paths }) };
         let updated = request.identity.users().update_user(request.as_caller(message).graphql()?).await.graphql()?;
-        let user =
-            updated.into_inner().user.ok_or_else(|| ApiError::new(ErrorKind::Internal, "internal error")).graphql()?;
+        let user = updated.into_inner().user.ok_or_else(ApiError::internal).graphql()?;
         Ok(User::from(user))
     }
 
