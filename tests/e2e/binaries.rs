@@ -195,12 +195,13 @@ async fn grpcurl_lists_and_describes_the_services_by_reflection() {
     .await
     .unwrap();
     assert!(described.contains("rpc WatchSession") && described.contains("stream"), "{described}");
-    // A message that imports google.protobuf.Struct resolves too.
+    // A message that uses another file's message and a well-known type resolves too.
     let principal =
         tokio::task::spawn_blocking(move || grpcurl(&["-plaintext", &addr, "describe", "identity.v1.Principal"]))
             .await
             .unwrap();
-    assert!(principal.contains("google.protobuf.Struct"), "{principal}");
+    assert!(principal.contains("identity.v1.Claims"), "{principal}");
+    assert!(principal.contains("google.protobuf.Timestamp"), "{principal}");
 }
 
 /// Reads JSON log lines until each of `messages` has said where it listens, in any order.

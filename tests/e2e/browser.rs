@@ -267,7 +267,7 @@ async fn cookies_are_secure_unless_the_issuer_is_plain_http_localhost() {
     let mut identity = config(&db);
     identity.issuer = "https://auth.example.com".into();
     let stack =
-        Stack::start_with(db, identity, |facade| facade.cookie_secure = graphql_facade::browser::CookieSecure::Never)
+        Stack::start_with(db, identity, |facade| facade.cookie_secure = graphql_facade::config::CookieSecure::Never)
             .await;
     let mut browser = Browser::new(&stack.facade);
     browser.get("/api/csrf").await;

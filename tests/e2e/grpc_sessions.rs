@@ -27,7 +27,7 @@ async fn refresh_rotates_both_tokens() {
     let pair = auth.refresh_token(refresh(&login.refresh_token)).await.unwrap().into_inner();
     assert_ne!(pair.refresh_token, login.refresh_token);
     assert_ne!(pair.access_token, login.access_token);
-    assert!(pair.payload.unwrap().fields.contains_key("sid"));
+    assert_eq!(pair.claims.unwrap().sid, login.session_id);
     let principal = auth.authenticate(access(&pair.access_token)).await.unwrap().into_inner().principal.unwrap();
     assert_eq!(principal.session_id, login.session_id);
     auth.refresh_token(refresh(&pair.refresh_token)).await.unwrap();
