@@ -1,6 +1,12 @@
 //! The identity domain: users, passwords, sessions, tokens, signing keys, login throttling and
 //! session events, with their storage (sea-orm). No transport lives here: no tonic, no poem,
 //! no status codes. Transports call `Identity` and map `CoreError` once at their boundary.
+//!
+//! One module per noun: `users` (accounts, roles, the principal, input rules), `sessions`
+//! (a folder, a file per concern), `keys` (signing and verifying), `passwords` (argon2 and the
+//! policy), `throttle` (the login budget), `tokens` (opaque secrets, sealing), `events` (the
+//! bus), `settings`, `store` (opening the database), `entities` (the tables), `error`, `clock`,
+//! `blocking` (the CPU pool). The contract they keep is in `docs/identity-service.md`.
 
 mod blocking;
 pub mod clock;

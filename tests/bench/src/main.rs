@@ -96,6 +96,11 @@ impl Stack {
             .env("IDENTITY_DATABASE_URL", database_url)
             .env("IDENTITY_GRPC_ADDR", grpc.to_string())
             .env("IDENTITY_JWT_ALG", "RS256")
+            // Every load comes from one address, many logins at once: the throttle's budgets,
+            // which count attempts in flight, are lifted so that logins are measured, not refused.
+            .env("IDENTITY_LOGIN_MAX_FAILURES", "1000000")
+            .env("IDENTITY_LOGIN_ACCOUNT_MAX_FAILURES", "1000000")
+            .env("IDENTITY_LOGIN_ADDRESS_MAX_FAILURES", "1000000")
             .env("RUST_LOG", "warn");
         let mut identity = Proc::spawn("identity", command, grpc);
         identity.wait_listening();
