@@ -2,9 +2,11 @@
 //!
 //! `Identity::publish` is the only way onto it. It first lets this process's caches forget
 //! what the event makes stale (synchronously: the caller's next request already sees it), then
-//! broadcasts it to the watchers (`WatchSession`). Whatever happened here or, later, on
-//! another replica takes that same path.
+//! broadcasts it to the watchers (`WatchSession`), then (on PostgreSQL) announces it to the
+//! other replicas (`replication`), which apply it the same way. Events carry ids, never
+//! secrets.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::broadcast;
 
 /// Why a session was revoked: stored with the session, and sent to its watchers.
@@ -58,7 +60,20 @@ impl RevokeReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Serialize for RevokeReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RevokeReason {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|name| RevokeReason::parse(&name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SessionEventKind {
     Revoked { reason: RevokeReason },
     RoleChanged,
@@ -66,8 +81,9 @@ pub enum SessionEventKind {
 }
 
 /// Something that happened to one session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEvent {
+    #[serde(flatten)]
     pub kind: SessionEventKind,
     pub session_id: String,
     pub user_id: String,
@@ -83,7 +99,8 @@ impl SessionEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// One session was revoked, expired or saw its user's role change.
     Session(SessionEvent),
@@ -121,6 +138,31 @@ impl Default for Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_travel_as_json_and_come_back_the_same() {
+        let events = [
+            Event::Session(SessionEvent {
+                kind: SessionEventKind::Revoked { reason: RevokeReason::PasswordChanged },
+                session_id: "s".into(),
+                user_id: "u".into(),
+                role: "user".into(),
+                at: 1_700_000_000,
+            }),
+            Event::Session(SessionEvent {
+                kind: SessionEventKind::RoleChanged,
+                session_id: "s".into(),
+                user_id: "u".into(),
+                role: "manager".into(),
+                at: 1,
+            }),
+            Event::UserChanged { user_id: "u".into() },
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event, "{json}");
+        }
+    }
 
     #[test]
     fn every_reason_survives_its_stored_name() {

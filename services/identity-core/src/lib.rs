@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod keys;
 mod passwords;
+pub mod replication;
 pub mod sessions;
 pub mod settings;
 pub mod store;
@@ -29,12 +30,15 @@ use sea_orm::DatabaseConnection;
 pub use error::{CoreError, CoreResult, DeadReason, Violation};
 pub use events::{Event, Events, RevokeReason, SessionEvent, SessionEventKind};
 pub use keys::{Claims, PublicJwk};
+pub use replication::{NoObserver, ReplicationObserver};
 pub use sessions::{ClientInfo, Credential, LoginOutcome, SessionView, TokenPair};
 pub use settings::{JwtAlg, PasswordCost, Secret, Settings, ThrottleSettings};
-pub use store::StoreOptions;
+pub use store::{StartupLock, StoreOptions};
 pub use users::{NewUser, Principal, Role, User, UserPage, UserPatch, check_bootstrap_manager, limits};
 
-use crate::{blocking::BlockingPool, keys::Keys, passwords::Passwords, sessions::LiveSessions};
+use crate::{
+    blocking::BlockingPool, keys::Keys, passwords::Passwords, replication::Replication, sessions::LiveSessions,
+};
 
 /// The identity domain, cheap to clone and share between tasks.
 #[derive(Clone)]
@@ -48,19 +52,36 @@ struct Inner {
     passwords: Passwords,
     keys: Keys,
     events: Events,
-    live: LiveSessions,
+    live: Arc<LiveSessions>,
+    /// On PostgreSQL: the other replicas hear of our events, and we of theirs.
+    replication: Option<Replication>,
 }
 
 impl Identity {
-    /// Connects, migrates, and loads (or creates) the signing key.
-    pub async fn open(database_url: &str, store: &StoreOptions, settings: Settings) -> CoreResult<Self> {
+    /// Connects, migrates, and loads (or creates) the signing key, holding the startup lock
+    /// (replicas starting together take turns). The lock is returned still held: the caller
+    /// finishes what must happen once for all replicas (the bootstrap manager), then releases
+    /// it. On PostgreSQL, listens for the other replicas' events before returning.
+    pub async fn open(
+        database_url: &str,
+        store: &StoreOptions,
+        settings: Settings,
+        observer: Arc<dyn ReplicationObserver>,
+    ) -> CoreResult<(Self, StartupLock)> {
         settings.validate()?;
+        let lock = StartupLock::acquire(database_url, store).await?;
         let db = store::open(database_url, store).await?;
         let pool = BlockingPool::per_core();
         let keys = Keys::load(&db, &settings, pool.clone()).await?;
         let passwords = Passwords::new(settings.password_cost, pool).await?;
-        let live = LiveSessions::new(settings.session_cache_ttl);
-        Ok(Identity { inner: Arc::new(Inner { db, settings, passwords, keys, events: Events::new(), live }) })
+        let live = Arc::new(LiveSessions::new(settings.session_cache_ttl));
+        let events = Events::new();
+        let replication = match store::is_postgres(database_url) {
+            true => Some(Replication::start(&db, Arc::clone(&live), events.clone(), observer).await),
+            false => None,
+        };
+        let inner = Inner { db, settings, passwords, keys, events, live, replication };
+        Ok((Identity { inner: Arc::new(inner) }, lock))
     }
 
     /// Readiness: the database answers.
@@ -77,10 +98,13 @@ impl Identity {
         &self.inner.events
     }
 
-    /// The one way onto the bus: this process's caches forget what `event` makes stale, then
-    /// the watchers hear of it.
-    pub(crate) fn publish(&self, event: Event) {
+    /// The one way onto the bus: this process's caches forget what `event` makes stale, the
+    /// other replicas are told, and the watchers hear of it.
+    pub(crate) async fn publish(&self, event: Event) {
         self.inner.live.apply(&event);
+        if let Some(replication) = &self.inner.replication {
+            replication.announce(self.db(), &event).await;
+        }
         self.inner.events.broadcast(event);
     }
 

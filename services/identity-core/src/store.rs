@@ -5,7 +5,8 @@ use std::{path::Path, time::Duration};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, RuntimeErr, SqlErr,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr, Statement,
+    Value,
     sqlx::{
         self,
         sqlite::{SqliteJournalMode, SqliteSynchronous},
@@ -58,6 +59,59 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnectio
     let db = Database::connect(connect).await.map_err(CoreError::from)?;
     Migrator::up(&db, None).await.map_err(CoreError::from)?;
     Ok(db)
+}
+
+/// The advisory lock replicas take while they start: migrating, loading or making the signing
+/// key and creating the bootstrap manager happen one replica at a time, so replicas started
+/// together agree on one schema, one key set and one manager. On SQLite (one process) there is
+/// nothing to take.
+pub struct StartupLock {
+    connection: Option<DatabaseConnection>,
+}
+
+/// The lock's key: "identity" in ASCII.
+const STARTUP_LOCK: i64 = 0x6964_656e_7469_7479;
+
+impl StartupLock {
+    /// Waits for the lock (on a connection of its own: advisory locks belong to a session).
+    pub(crate) async fn acquire(url: &str, options: &StoreOptions) -> Result<Self, CoreError> {
+        if !is_postgres(url) {
+            return Ok(StartupLock { connection: None });
+        }
+        let mut connect = ConnectOptions::new(url.to_owned());
+        connect
+            .max_connections(1)
+            .min_connections(1)
+            .connect_timeout(options.timeout)
+            .acquire_timeout(options.timeout)
+            .sqlx_logging(false);
+        let connection = Database::connect(connect).await?;
+        let lock = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_lock($1)",
+            [Value::from(STARTUP_LOCK)],
+        );
+        connection.execute_raw(lock).await?;
+        Ok(StartupLock { connection: Some(connection) })
+    }
+
+    /// Lets the next replica start. (Dropped instead, the lock goes with its connection.)
+    pub async fn release(self) {
+        let Some(connection) = self.connection else { return };
+        let unlock = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_unlock($1)",
+            [Value::from(STARTUP_LOCK)],
+        );
+        if let Err(error) = connection.execute_raw(unlock).await {
+            tracing::warn!(%error, "releasing the startup lock");
+        }
+        let _ = connection.close().await;
+    }
+}
+
+pub(crate) fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Is the database answering? (Readiness.)

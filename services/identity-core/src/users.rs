@@ -383,7 +383,7 @@ impl Identity {
             Err(error) => return Err(error.into()),
         }
         let after = self.find_user(id).await?.ok_or(CoreError::NotFound("user"))?;
-        self.publish(Event::UserChanged { user_id: id.to_owned() });
+        self.publish(Event::UserChanged { user_id: id.to_owned() }).await;
         if after.role != before.role {
             self.announce_role_change(&after).await?;
         }
@@ -405,7 +405,7 @@ impl Identity {
         }
         self.revoke_user_sessions(id, RevokeReason::UserDeleted, None).await?;
         users::Entity::delete_by_id(id.to_owned()).exec(self.db()).await?;
-        self.publish(Event::UserChanged { user_id: id.to_owned() });
+        self.publish(Event::UserChanged { user_id: id.to_owned() }).await;
         tracing::info!(user_id = %id, by = %caller.user.id, "user deleted");
         Ok(())
     }

@@ -9,7 +9,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -114,6 +114,9 @@ pub(crate) struct LiveSessions {
     by_id: Cache<String, Arc<Live>>,
     by_token: Cache<[u8; 32], String>,
     epoch: AtomicU64,
+    /// False while this replica may be missing other replicas' events: nothing cached is used
+    /// and nothing is cached.
+    trusted: AtomicBool,
 }
 
 impl LiveSessions {
@@ -122,11 +125,26 @@ impl LiveSessions {
             by_id: Cache::builder().max_capacity(200_000).time_to_live(ttl).build(),
             by_token: Cache::builder().max_capacity(200_000).time_to_live(ttl).build(),
             epoch: AtomicU64::new(0),
+            trusted: AtomicBool::new(true),
         }
     }
 
     pub(crate) fn get(&self, session_id: &str) -> Option<Arc<Live>> {
+        if !self.trusted.load(Ordering::Acquire) {
+            return None;
+        }
         self.by_id.get(session_id)
+    }
+
+    /// Whether what is cached may be used (see `replication`).
+    pub(crate) fn trust(&self, trusted: bool) {
+        self.trusted.store(trusted, Ordering::Release);
+    }
+
+    /// Forgets every session (the events that would have told what changed were missed).
+    pub(crate) fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.by_id.invalidate_all();
     }
 
     pub(crate) fn session_of_token(&self, digest: &[u8; 32]) -> Option<String> {
@@ -146,6 +164,9 @@ impl LiveSessions {
     /// Caches `live`, read after `begin_fill` returned `started`, unless an invalidation came
     /// since.
     pub(crate) fn fill(&self, started: u64, live: Arc<Live>) {
+        if !self.trusted.load(Ordering::Acquire) {
+            return;
+        }
         let session_id = live.session.id.clone();
         self.by_id.insert(session_id.clone(), live);
         if self.epoch.load(Ordering::Acquire) != started {
@@ -210,6 +231,20 @@ mod tests {
         assert!(cache.get("s").is_some());
         cache.apply(&Event::UserChanged { user_id: "u".into() });
         assert!(cache.get("s").is_none());
+    }
+
+    #[test]
+    fn nothing_cached_is_used_or_kept_while_untrusted() {
+        let cache = LiveSessions::new(Duration::from_secs(60));
+        let started = cache.begin_fill();
+        cache.fill(started, Arc::new(Live::new(session("s", "u"), None)));
+        cache.trust(false);
+        assert!(cache.get("s").is_none());
+        let started = cache.begin_fill();
+        cache.fill(started, Arc::new(Live::new(session("t", "u"), None)));
+        cache.forget_all();
+        cache.trust(true);
+        assert!(cache.get("s").is_none() && cache.get("t").is_none());
     }
 
     #[test]

@@ -106,7 +106,8 @@ impl Identity {
                 user_id: session.user_id,
                 role: role.as_str().to_owned(),
                 at,
-            }));
+            }))
+            .await;
         }
         Ok(revoked)
     }
@@ -149,7 +150,8 @@ impl Identity {
                 user_id: user.id.clone(),
                 role: user.role.as_str().to_owned(),
                 at: now,
-            }));
+            }))
+            .await;
         }
         Ok(())
     }

@@ -27,6 +27,12 @@ impl Identity {
         let poll = self.settings().session_cache_ttl.max(Duration::from_secs(1));
         tokio::spawn(async move {
             loop {
+                // First look, then wait: the session may have ended between the caller's
+                // authentication and this subscription, and no event would tell.
+                if let Some(event) = identity.end_event(&session_id).await {
+                    let _ = sender.send(event).await;
+                    return;
+                }
                 let deadline = identity.live(&session_id).await.ok().map(|live| live.deadline(identity.lifetime()));
                 let wait = Duration::from_secs(deadline.map_or(0, |d| (d - clock::now()).max(0) as u64)).min(poll);
                 tokio::select! {
@@ -42,10 +48,6 @@ impl Identity {
                         Err(RecvError::Closed) => return,
                     },
                     _ = tokio::time::sleep(wait) => {}
-                }
-                if let Some(event) = identity.end_event(&session_id).await {
-                    let _ = sender.send(event).await;
-                    return;
                 }
             }
         });
