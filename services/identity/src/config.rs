@@ -7,6 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use identity_core::{
     CoreError, JwtAlg, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings, check_bootstrap_manager,
 };
+use ipnet::IpNet;
 
 /// The identity service: users, sessions and tokens over gRPC.
 #[derive(Debug, Clone, Parser)]
@@ -130,6 +131,22 @@ pub struct Config {
     /// How long a call waits for the database before answering UNAVAILABLE.
     #[arg(long, env = "IDENTITY_DATABASE_TIMEOUT", value_name = "IDENTITY_DATABASE_TIMEOUT", default_value = "5s")]
     pub database_timeout: humantime::Duration,
+
+    /// Where Prometheus scrapes the service's metrics (`GET /metrics`); unset: not served.
+    #[arg(long, env = "IDENTITY_METRICS_ADDR", value_name = "IDENTITY_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Callers (CIDRs, comma-separated) whose `x-forwarded-for` metadata names the end user's
+    /// address (login throttling, session listing); from anyone else it is ignored and the
+    /// peer's address counts.
+    #[arg(
+        long,
+        env = "IDENTITY_TRUSTED_FORWARDERS",
+        value_name = "IDENTITY_TRUSTED_FORWARDERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub trusted_forwarders: Vec<IpNet>,
 
     /// Database connection pool size.
     #[arg(

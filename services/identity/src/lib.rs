@@ -3,10 +3,11 @@
 
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use identity_core::{CoreError, Identity};
+use identity_core::{CoreError, Identity, ReplicationObserver};
 use identity_proto::{
     FILE_DESCRIPTOR_SET,
     pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
@@ -33,6 +34,8 @@ pub enum StartError {
     Reflection(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("IDENTITY_METRICS_ADDR: cannot listen on {0}: {1}")]
+    Metrics(SocketAddr, std::io::Error),
 }
 
 impl StartError {
@@ -49,21 +52,31 @@ impl StartError {
 /// Nothing listens yet, so a binary can bind only once this succeeded.
 pub struct Opened {
     identity: Identity,
+    metrics: Arc<metrics::Metrics>,
+    metrics_addr: Option<SocketAddr>,
+    forwarders: grpc::Forwarders,
 }
 
 /// Opens the database and prepares the domain. Every failure names its setting.
 pub async fn open(config: &Config) -> Result<Opened, StartError> {
     let settings = config.settings()?;
     let bootstrap = config.bootstrap_manager()?;
-    let identity =
-        Identity::open(config.database_url.expose(), &config.store()?, settings).await.map_err(StartError::Database)?;
+    let metrics = metrics::Metrics::new();
+    let observer: Arc<dyn ReplicationObserver> = metrics.clone();
+    // Replicas starting together take turns (a PostgreSQL advisory lock) from migrating to
+    // creating the bootstrap manager: one schema, one key set, one manager.
+    let (identity, startup) = Identity::open(config.database_url.expose(), &config.store()?, settings, observer)
+        .await
+        .map_err(StartError::Database)?;
     if let Some((username, password)) = bootstrap {
         match identity.ensure_manager(&username, password.expose()).await.map_err(StartError::Bootstrap)? {
             Some(user) => tracing::info!(user_id = %user.id, %username, "bootstrap manager created"),
             None => tracing::info!("a manager exists; IDENTITY_BOOTSTRAP_MANAGER left unused"),
         }
     }
-    Ok(Opened { identity })
+    startup.release().await;
+    let forwarders = grpc::Forwarders::new(config.trusted_forwarders.clone());
+    Ok(Opened { identity, metrics, metrics_addr: config.metrics_addr, forwarders })
 }
 
 /// Opens the database, then serves gRPC on `listener` until `shutdown` completes.
@@ -89,7 +102,15 @@ impl Opened {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let identity = self.identity;
+        let Opened { identity, metrics, metrics_addr, forwarders } = self;
+        let metrics_server = match metrics_addr {
+            Some(address) => {
+                let listener = TcpListener::bind(address).await.map_err(|error| StartError::Metrics(address, error))?;
+                tracing::info!(address = %listener.local_addr().unwrap_or(address), "metrics listening");
+                Some(tokio::spawn(metrics::serve(listener, metrics)))
+            }
+            None => None,
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         // Reflection serves our API, health, and google.rpc error details (so that grpcurl can
         // show field violations, retry info and error reasons), in both protocol versions.
@@ -149,7 +170,7 @@ impl Opened {
                 UserServiceServer::new(grpc::users::Users::new(identity.clone())).max_decoding_message_size(limit),
             )
             .add_service(
-                AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), stopping))
+                AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), forwarders, stopping))
                     .max_decoding_message_size(limit),
             )
             // Without TCP_NODELAY, Nagle's algorithm and the peer's delayed ACK hold every small
@@ -158,6 +179,9 @@ impl Opened {
             .await;
         watcher.abort();
         sweeper.abort();
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         identity.close().await;
         tracing::info!("identity service stopped");
         Ok(served?)

@@ -10,20 +10,21 @@ use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
-    caller, client_info, convert,
+    Forwarders, caller, convert,
     status::{IntoStatus, to_status},
 };
 
 pub struct Auth {
     identity: Identity,
+    forwarders: Forwarders,
     /// Turns true when the server shuts down: open `WatchSession` streams end then, or
     /// graceful shutdown would wait for them forever.
     stopping: watch::Receiver<bool>,
 }
 
 impl Auth {
-    pub fn new(identity: Identity, stopping: watch::Receiver<bool>) -> Self {
-        Auth { identity, stopping }
+    pub fn new(identity: Identity, forwarders: Forwarders, stopping: watch::Receiver<bool>) -> Self {
+        Auth { identity, forwarders, stopping }
     }
 }
 
@@ -32,7 +33,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchSessionResponse, St
 #[tonic::async_trait]
 impl AuthService for Auth {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        let client = client_info(&request);
+        let client = self.forwarders.client_info(&request);
         let message = request.into_inner();
         let outcome = self.identity.login(&message.username, &message.password, client).await.status()?;
         Ok(Response::new(pb::LoginResponse {

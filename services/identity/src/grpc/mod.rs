@@ -7,7 +7,9 @@ pub mod edge;
 pub mod status;
 pub mod users;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
+
+use ipnet::IpNet;
 
 use identity_core::{ClientInfo, CoreError, CoreResult, Credential, Identity, Principal};
 use tonic::Request;
@@ -42,18 +44,52 @@ pub async fn caller<T>(identity: &Identity, request: &Request<T>) -> CoreResult<
     }
 }
 
-/// Where the end user is: `x-forwarded-for` (set by the facade; its first entry, when it is
-/// an IP address), else the peer address. Callers of this service are trusted internal
-/// services. The user agent is cut to 512 characters.
-pub fn client_info<T>(request: &Request<T>) -> ClientInfo {
-    let metadata = request.metadata();
-    let header = |name: &str| metadata.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
-    let ip = header("x-forwarded-for")
-        .and_then(|list| list.split(',').next())
-        .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
-        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
-    let user_agent = header("x-forwarded-user-agent").or_else(|| header("user-agent")).unwrap_or_default();
-    ClientInfo { ip, user_agent: user_agent.chars().take(512).collect() }
+/// The callers whose `x-forwarded-for` names the end user (`IDENTITY_TRUSTED_FORWARDERS`).
+#[derive(Debug, Clone)]
+pub struct Forwarders(Arc<Vec<IpNet>>);
+
+impl Forwarders {
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        Forwarders(Arc::new(networks))
+    }
+
+    fn trusts(&self, peer: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|network| network.contains(&peer))
+    }
+
+    /// Where the end user is: from a trusted forwarder (the facade), the first entry of
+    /// `x-forwarded-for` when it is an IP address; from anyone else, or without one, the
+    /// peer's address (a spoofed header cannot move a caller to another throttling counter).
+    /// The user agent is cut to 512 characters.
+    pub fn client_info<T>(&self, request: &Request<T>) -> ClientInfo {
+        let metadata = request.metadata();
+        let header = |name: &str| metadata.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let forwarded = header("x-forwarded-for")
+            .filter(|_| peer.is_some_and(|peer| self.trusts(peer)))
+            .and_then(|list| list.split(',').next())
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        let ip = forwarded.or(peer).map(|ip| ip.to_string()).unwrap_or_default();
+        let user_agent = header("x-forwarded-user-agent").or_else(|| header("user-agent")).unwrap_or_default();
+        ClientInfo { ip, user_agent: user_agent.chars().take(512).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_trusted_peers_name_the_end_user() {
+        let forwarders = Forwarders::new(vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()]);
+        assert!(forwarders.trusts("127.0.0.1".parse().unwrap()));
+        assert!(forwarders.trusts("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!forwarders.trusts("192.0.2.1".parse().unwrap()));
+        assert!(!forwarders.trusts("::1".parse().unwrap()));
+    }
 }

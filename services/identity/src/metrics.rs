@@ -1,0 +1,108 @@
+//! The identity service's Prometheus metrics (prometheus-client; one registry per service, so
+//! tests that start several in one process do not mix their counts), served as OpenMetrics
+//! text at `IDENTITY_METRICS_ADDR` when it is set.
+//!
+//! - `identity_event_apply_lag_seconds`: from another replica announcing an event (after its
+//!   commit) to this replica applying it;
+//! - `identity_event_listener_up`: 1 while this replica listens for the others' events (on
+//!   PostgreSQL; on SQLite, a single process, it stays 1);
+//! - `identity_event_listener_losses_total`: how often that listening connection was lost.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, atomic::AtomicI64},
+    time::Duration,
+};
+
+use http_body_util::Full;
+use hyper::{Response, body::Bytes, service::service_fn};
+use hyper_util::rt::TokioIo;
+use identity_core::ReplicationObserver;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+
+pub struct Metrics {
+    registry: Registry,
+    apply_lag: Histogram,
+    listener_up: Gauge<i64, AtomicI64>,
+    listener_losses: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("identity");
+        // 1 ms .. ~16 s
+        let apply_lag = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "event_apply_lag_seconds",
+            "From another replica announcing an event to this replica applying it",
+            apply_lag.clone(),
+        );
+        let listener_up = Gauge::<i64, AtomicI64>::default();
+        listener_up.set(1);
+        registry.register(
+            "event_listener_up",
+            "1 while this replica listens for the other replicas' events",
+            listener_up.clone(),
+        );
+        let listener_losses = Counter::default();
+        registry.register(
+            "event_listener_losses",
+            "How often the connection listening for the other replicas' events was lost",
+            listener_losses.clone(),
+        );
+        Arc::new(Metrics { registry, apply_lag, listener_up, listener_losses })
+    }
+
+    /// The exposition, in the OpenMetrics text format Prometheus scrapes.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl ReplicationObserver for Metrics {
+    fn listener(&self, up: bool) {
+        // Down first, then counted: whoever sees the loss counted sees it down (or up again).
+        self.listener_up.set(i64::from(up));
+        if !up {
+            self.listener_losses.inc();
+        }
+    }
+
+    fn applied(&self, lag: Duration) {
+        self.apply_lag.observe(lag.as_secs_f64());
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service = service_fn(move |_request| {
+                let body = metrics.render();
+                async move {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                            .body(Full::new(Bytes::from(body)))
+                            .unwrap_or_default(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
