@@ -22,7 +22,8 @@ pub struct Config {
     #[arg(long, env = "FACADE_HTTP_ADDR", value_name = "FACADE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// Where the facade finds the identity service (gRPC).
+    /// Where the facade finds the identity service (gRPC): one URL, or several replicas'
+    /// separated by commas (calls go round-robin over those that answer).
     #[arg(
         long,
         env = "FACADE_IDENTITY_URL",
@@ -88,6 +89,12 @@ pub struct Config {
     #[arg(long, env = "FACADE_HASURA_CACHE_MAX_AGE", value_name = "FACADE_HASURA_CACHE_MAX_AGE", default_value = "5s")]
     pub hasura_cache_max_age: humantime::Duration,
 
+    /// Reverse proxies in front of the facade (CIDRs, comma-separated) whose `X-Forwarded-For`
+    /// says where the client is (login throttling, session listing). Default: none, the peer's
+    /// address counts.
+    #[arg(long, env = "FACADE_TRUSTED_PROXIES", value_name = "FACADE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Serve GraphiQL to browsers at `GET /graphql`.
     #[arg(
         long,
@@ -115,12 +122,23 @@ impl Config {
             .unwrap_or_else(|error| panic!("the declared defaults do not parse: {error}"))
     }
 
+    /// The identity service's replicas, as listed in `FACADE_IDENTITY_URL`.
+    pub fn identity_urls(&self) -> Vec<String> {
+        self.identity_url.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned).collect()
+    }
+
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = &self.identity_url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<tonic::transport::Uri>().is_err()
-        {
-            return Err(ConfigError(format!("FACADE_IDENTITY_URL: expected an http:// URL, got {url:?}")));
+        let urls = self.identity_urls();
+        if urls.is_empty() {
+            return Err(ConfigError("FACADE_IDENTITY_URL: expected one or more http:// URLs".into()));
+        }
+        for url in &urls {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<tonic::transport::Uri>().is_err()
+            {
+                return Err(ConfigError(format!("FACADE_IDENTITY_URL: expected an http:// URL, got {url:?}")));
+            }
         }
         for (name, value) in [
             ("FACADE_MAX_DEPTH", self.max_depth),
@@ -172,6 +190,15 @@ mod tests {
         assert!(config.validate().unwrap_err().0.starts_with("FACADE_MAX_BODY_BYTES"));
         let config = Config { identity_timeout: Duration::ZERO.into(), ..Config::defaults() };
         assert!(config.validate().unwrap_err().0.starts_with("FACADE_IDENTITY_TIMEOUT"));
+    }
+
+    #[test]
+    fn the_identity_service_may_be_several_replicas() {
+        let config = Config { identity_url: "http://a:1, http://b:2,".into(), ..Config::defaults() };
+        assert_eq!(config.identity_urls(), ["http://a:1", "http://b:2"]);
+        assert!(config.validate().is_ok());
+        let config = Config { identity_url: "http://a:1,b:2".into(), ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.contains("\"b:2\""));
     }
 
     #[test]

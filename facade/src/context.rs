@@ -8,7 +8,7 @@ use poem::Request;
 
 use crate::{
     browser::{BrowserContext, Cookies},
-    credential::{ClientInfo, Credential},
+    credential::{ClientInfo, Credential, TrustedProxies},
     error::{ApiError, ErrorKind},
     identity::IdentityClient,
 };
@@ -48,7 +48,7 @@ impl RequestContext {
     /// credential resolved. Otherwise `Err` only when the identity service could not answer.
     pub async fn of_http(
         identity: &IdentityClient,
-        cookies: &Cookies,
+        (cookies, proxies): (&Cookies, &TrustedProxies),
         request: &Request,
         rule: CsrfRule,
     ) -> Result<Self, ApiError> {
@@ -63,7 +63,7 @@ impl RequestContext {
             browser.require_csrf()?;
         }
         let mut context =
-            RequestContext::resolve(identity.clone(), credential, ClientInfo::of_request(request)).await?;
+            RequestContext::resolve(identity.clone(), credential, ClientInfo::of_request(request, proxies)).await?;
         context.browser = Some(browser);
         Ok(context)
     }

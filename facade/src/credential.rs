@@ -3,7 +3,9 @@
 //! `connection_init` payload, and the headers Hasura forwards to its webhook. Also where the
 //! end user is (`ClientInfo`), and how both travel to the identity service as gRPC metadata.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use ipnet::IpNet;
 
 use identity_proto::pb;
 use poem::{Request, http::header, web::cookie::CookieJar};
@@ -100,10 +102,58 @@ pub struct ClientInfo {
     pub user_agent: String,
 }
 
+/// The reverse proxies in front of the facade (`FACADE_TRUSTED_PROXIES`), whose
+/// `X-Forwarded-For` says where the client is.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Arc<Vec<IpNet>>);
+
+impl TrustedProxies {
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        TrustedProxies(Arc::new(networks))
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|network| network.contains(&address))
+    }
+
+    /// The client's address: the peer's, unless the peer is a trusted proxy; then the
+    /// right-most `X-Forwarded-For` entry that is not a trusted proxy (each proxy appends the
+    /// address it got the request from, so entries left of the last untrusted one may be made
+    /// up by the client).
+    pub fn client_address(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let Some(list) = forwarded_for else { return Some(peer) };
+        let mut hops = list.split(',').rev().map(|entry| entry.trim().parse::<IpAddr>());
+        let mut client = peer;
+        for hop in hops.by_ref() {
+            match hop {
+                Ok(address) => {
+                    client = address;
+                    if !self.trusts(address) {
+                        break;
+                    }
+                }
+                // A malformed entry: nothing left of it can be believed.
+                Err(_) => break,
+            }
+        }
+        Some(client)
+    }
+}
+
 impl ClientInfo {
-    pub fn of_request(request: &Request) -> Self {
+    pub fn of_request(request: &Request, proxies: &TrustedProxies) -> Self {
+        let peer = request.remote_addr().as_socket_addr().map(|addr| addr.ip());
+        let address = proxies.client_address(peer, request.header("x-forwarded-for"));
         ClientInfo {
-            ip: request.remote_addr().as_socket_addr().map(|addr| addr.ip().to_string()).unwrap_or_default(),
+            ip: address.map(|ip| ip.to_string()).unwrap_or_default(),
             user_agent: request.header(header::USER_AGENT).unwrap_or_default().chars().take(512).collect(),
         }
     }
@@ -142,6 +192,24 @@ mod tests {
         assert_eq!(session, Some(Credential::Session("s".into())));
         assert_eq!(Credential::of_init_payload(&serde_json::json!({})), None);
         assert_eq!(Credential::of_init_payload(&serde_json::Value::Null), None);
+    }
+
+    #[test]
+    fn only_trusted_proxies_say_where_the_client_is() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let none = TrustedProxies::default();
+        assert_eq!(none.client_address(Some(ip("10.0.0.1")), Some("203.0.113.9")), Some(ip("10.0.0.1")));
+        let proxies = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        // A client behind our proxy.
+        assert_eq!(proxies.client_address(Some(ip("10.0.0.1")), Some("203.0.113.9")), Some(ip("203.0.113.9")));
+        // A client that made up entries: only the right-most untrusted one counts.
+        let spoofed = "198.51.100.66, 203.0.113.9, 10.0.0.2";
+        assert_eq!(proxies.client_address(Some(ip("10.0.0.1")), Some(spoofed)), Some(ip("203.0.113.9")));
+        // A client talking to us directly cannot name another address.
+        assert_eq!(proxies.client_address(Some(ip("203.0.113.9")), Some("198.51.100.66")), Some(ip("203.0.113.9")));
+        // Our proxy without a header, or with garbage.
+        assert_eq!(proxies.client_address(Some(ip("10.0.0.1")), None), Some(ip("10.0.0.1")));
+        assert_eq!(proxies.client_address(Some(ip("10.0.0.1")), Some("junk")), Some(ip("10.0.0.1")));
     }
 
     #[test]

@@ -194,7 +194,8 @@ fn operation_type(query: &str, operation_name: Option<&str>) -> Option<Operation
 async fn execute(request: &Request, state: &AppState, params: Params, format: Format) -> Response {
     // A mutation riding on the session cookie must prove it comes from our own pages.
     let rule = if is_mutation(&params) { CsrfRule::CookieWrites } else { CsrfRule::NotNeeded };
-    let context = match RequestContext::of_http(&state.identity, &state.cookies, request, rule).await {
+    let context = match RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, rule).await
+    {
         Ok(context) => context,
         // Refused by the CSRF check, or the credential could not be checked at all: nothing
         // can be served.

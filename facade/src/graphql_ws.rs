@@ -12,9 +12,10 @@
 //! - 4401 Unauthorized: the session died while the socket was open;
 //! - 4408: no `connection_init` within the timeout (the protocol's code);
 //! - 4429: too many sockets for one session;
-//! - 1012 Service Restart: the watch on the identity service ended (it restarted or went
-//!   away) — the socket is not left silently authenticated, and clients reconnect and are
-//!   checked again;
+//! - 1012 Service Restart: the watch on the identity service ended and no replica answered
+//!   for 5 s (a watch whose replica went away is re-attached to another one after checking the
+//!   session again) — the socket is never left silently authenticated, and clients reconnect
+//!   and are checked again;
 //! - 1013 Try Again Later: the identity service could not be asked at connect;
 //! - 1009 Message Too Big: a message over `FACADE_MAX_BODY_BYTES`; 1002 for other breaches of
 //!   the websocket protocol.
@@ -42,7 +43,10 @@ use poem::{
         websocket::{Message, WebSocket, WebSocketConfig, WebSocketStream},
     },
 };
-use tokio::{sync::broadcast, task::JoinHandle};
+use tokio::{
+    sync::{broadcast, oneshot},
+    task::JoinHandle,
+};
 
 use crate::{
     context::{Caller, RequestContext},
@@ -83,7 +87,7 @@ pub async fn upgrade(
         Credential::Session(_) => same_origin(request, state.discovery.last().map(|s| s.settings.issuer.clone())),
         Credential::Bearer(_) => true,
     });
-    let client = ClientInfo::of_request(request);
+    let client = ClientInfo::of_request(request, &state.proxies);
     let state = Arc::clone(state);
     // tungstenite's defaults (128 KiB read and write buffers, 64 MiB messages) would cost
     // ~160 KiB per idle socket and let one client send 64 MiB: GraphQL messages are small.
@@ -175,11 +179,7 @@ async fn serve(
                 return refuse(4429, "too many sockets for this session");
             };
             let (events, _) = broadcast::channel(16);
-            let watch = match context.as_caller(pb::WatchSessionRequest {}) {
-                Ok(request) => request,
-                Err(error) => return refuse(4403, &format!("Forbidden: {}", error.message)),
-            };
-            let watch = tokio::spawn(watch_session(state.identity.auth(), watch, events.clone(), end));
+            let watch = tokio::spawn(watch_session(context.clone(), events.clone(), end));
             if let Ok(mut held) = held.lock() {
                 held.watch = Some(watch);
                 held.slot = Some(slot);
@@ -267,40 +267,64 @@ fn refused(refusal: &Mutex<Option<Close>>) -> Option<Close> {
 }
 
 /// Follows the session on the identity service: every event goes to the socket's
-/// subscribers; after an event that ends the session, or when the watch itself ends, the
-/// socket is closed.
-async fn watch_session(
-    mut auth: pb::auth_service_client::AuthServiceClient<tonic::transport::Channel>,
-    request: tonic::Request<pb::WatchSessionRequest>,
-    events: broadcast::Sender<SessionEvent>,
-    end: tokio::sync::oneshot::Sender<Close>,
-) {
-    let close = match auth.watch_session(request).await {
-        Ok(stream) => {
-            let mut stream = stream.into_inner();
-            loop {
-                match stream.next().await {
-                    Some(Ok(message)) => {
-                        let Some(event) = SessionEvent::from_pb(message) else { continue };
-                        let last = event.ends_session();
-                        let _ = events.send(event);
-                        if last {
-                            // Let the event reach the client before the close does.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            break (4401, "Unauthorized: the session has ended".to_owned());
+/// subscribers; after an event that ends the session the socket is closed (4401). When the
+/// watch itself ends without such an event (its replica went away), the session is checked
+/// again and watched again, on whichever replica answers; only when none does for a few
+/// seconds is the socket closed (1012), never left authenticated unwatched.
+async fn watch_session(context: RequestContext, events: broadcast::Sender<SessionEvent>, end: oneshot::Sender<Close>) {
+    const ENDED: &str = "Unauthorized: the session has ended";
+    let mut backoff = Duration::from_millis(100);
+    let mut unanswered = Duration::ZERO;
+    let close = 'watch: loop {
+        let request = match context.as_caller(pb::WatchSessionRequest {}) {
+            Ok(request) => request,
+            Err(_) => break (4401, ENDED.to_owned()),
+        };
+        match context.identity.auth().watch_session(request).await {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.next().await {
+                        Some(Ok(message)) => {
+                            let Some(event) = SessionEvent::from_pb(message) else { continue };
+                            let last = event.ends_session();
+                            let _ = events.send(event);
+                            if last {
+                                // Let the event reach the client before the close does: it has
+                                // a few hops left (the subscription stream, the socket's loop).
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                break 'watch (4401, ENDED.to_owned());
+                            }
+                            backoff = Duration::from_millis(100);
+                            unanswered = Duration::ZERO;
                         }
+                        Some(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
+                            break 'watch (4401, ENDED.to_owned());
+                        }
+                        Some(Err(_)) | None => break,
                     }
-                    Some(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
-                        break (4401, "Unauthorized: the session has ended".to_owned());
-                    }
-                    Some(Err(_)) | None => break (1012, "the identity service restarted; reconnect".to_owned()),
                 }
             }
+            Err(status) if status.code() == tonic::Code::Unauthenticated => break (4401, ENDED.to_owned()),
+            Err(_) => {}
         }
-        Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            (4401, "Unauthorized: the session has ended".to_owned())
+        // The watch is gone but not the session, as far as we know: look again, then watch again.
+        if unanswered >= REATTACH_FOR {
+            break (1012, "the identity service is unavailable; reconnect".to_owned());
         }
-        Err(_) => (1012, "the identity service is unavailable; reconnect".to_owned()),
+        tokio::time::sleep(backoff).await;
+        unanswered += backoff;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+        let Some(credential) = &context.credential else { break (4401, ENDED.to_owned()) };
+        let check = pb::AuthenticateRequest { credential: Some(credential.to_pb()), omit_claims: true };
+        match context.identity.authenticate(check).await {
+            Ok(_) => tracing::info!("re-attaching a websocket's session watch"),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => break (4401, ENDED.to_owned()),
+            Err(_) => {}
+        }
     };
     let _ = end.send(close);
 }
+
+/// How long a socket whose watch ended keeps trying to watch its session again.
+const REATTACH_FOR: Duration = Duration::from_secs(5);

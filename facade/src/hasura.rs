@@ -22,7 +22,7 @@ use crate::{
 /// GET mode: the client's headers are this request's headers.
 #[handler]
 pub async fn get(request: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
-    answer(state, Credential::of_request(request), ClientInfo::of_request(request)).await
+    answer(state, Credential::of_request(request), ClientInfo::of_request(request, &state.proxies)).await
 }
 
 /// POST mode: `{"headers": {name: value}, "request": {...}}`.
@@ -33,7 +33,9 @@ pub async fn post(request: &Request, body: Body, Data(state): Data<&Arc<AppState
         Err(_) => Err("the body is too large or unreadable"),
     };
     match forwarded {
-        Ok(headers) => answer(state, Credential::of_forwarded(&headers), ClientInfo::of_request(request)).await,
+        Ok(headers) => {
+            answer(state, Credential::of_forwarded(&headers), ClientInfo::of_request(request, &state.proxies)).await
+        }
         Err(message) => ApiError::new(ErrorKind::BadUserInput, message).detail_response(),
     }
 }

@@ -1,8 +1,15 @@
-//! The gRPC client of the identity service: one channel opened at start, cloned per call
-//! (cheap), with timeouts; tonic reconnects it by itself when the service comes back. The
-//! calls every transport makes (Authenticate, Login) go through here, timed and counted.
+//! The gRPC client of the identity service: one channel per replica opened at start, cloned
+//! per call (cheap), with timeouts; tonic reconnects each by itself when its replica comes
+//! back. The calls every transport makes (Authenticate, Login) go through here, timed and
+//! counted.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use identity_proto::pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
 use tonic::transport::{Channel, Endpoint};
@@ -18,50 +25,127 @@ use crate::{
 #[error("not a gRPC endpoint URL: {0}")]
 pub struct InvalidUrl(String);
 
+/// How long a replica that could not be reached is passed over while others answer.
+const PASS_OVER: Duration = Duration::from_secs(1);
+
+/// One identity-service replica.
+#[derive(Debug)]
+struct Upstream {
+    url: String,
+    channel: Channel,
+    /// Milliseconds (since `IdentityClient::epoch`) until which it is passed over.
+    down_until: AtomicU64,
+}
+
+/// The identity service, one replica or several (`FACADE_IDENTITY_URL` is a comma-separated
+/// list). Calls go round-robin over the replicas that answer: one that could not be reached is
+/// passed over for a second while others are up, then tried again; `Authenticate` (safe to
+/// repeat) is retried once on another replica.
 #[derive(Clone, Debug)]
 pub struct IdentityClient {
-    channel: Channel,
+    upstreams: Arc<Vec<Upstream>>,
+    next: Arc<AtomicUsize>,
+    epoch: std::time::Instant,
     metrics: Arc<Metrics>,
 }
 
 impl IdentityClient {
     /// Connects lazily: the facade starts (and answers SERVICE_UNAVAILABLE) even while the
     /// identity service is down.
-    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, InvalidUrl> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|error| InvalidUrl(error.to_string()))?
-            .connect_timeout(Duration::from_secs(2).min(timeout))
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        Ok(IdentityClient { channel: endpoint.connect_lazy(), metrics })
+    pub fn new(urls: &[String], timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, InvalidUrl> {
+        let mut upstreams = Vec::with_capacity(urls.len());
+        for url in urls {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|error| InvalidUrl(format!("{url}: {error}")))?
+                .connect_timeout(Duration::from_secs(2).min(timeout))
+                .timeout(timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(true);
+            upstreams.push(Upstream {
+                url: url.clone(),
+                channel: endpoint.connect_lazy(),
+                down_until: AtomicU64::new(0),
+            });
+        }
+        if upstreams.is_empty() {
+            return Err(InvalidUrl("no URL".into()));
+        }
+        Ok(IdentityClient {
+            upstreams: Arc::new(upstreams),
+            next: Arc::default(),
+            epoch: std::time::Instant::now(),
+            metrics,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The next replica round-robin, passing over those recently unreachable (unless all are).
+    fn pick(&self) -> usize {
+        let count = self.upstreams.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now();
+        (0..count)
+            .map(|offset| (start + offset) % count)
+            .find(|&index| self.upstreams[index].down_until.load(Ordering::Relaxed) <= now)
+            .unwrap_or(start % count)
+    }
+
+    /// Notes how a call to replica `index` went: unreachable means passed over for a while.
+    fn report<T>(&self, index: usize, result: &Result<T, tonic::Status>) {
+        if let Err(status) = result
+            && unreachable(status)
+        {
+            let until = self.now() + u64::try_from(PASS_OVER.as_millis()).unwrap_or(1000);
+            self.upstreams[index].down_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    fn channel(&self) -> Channel {
+        self.upstreams[self.pick()].channel.clone()
     }
 
     pub fn users(&self) -> UserServiceClient<Channel> {
-        UserServiceClient::new(self.channel.clone())
+        UserServiceClient::new(self.channel())
     }
 
     pub fn auth(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(self.channel.clone())
+        AuthServiceClient::new(self.channel())
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
-    /// `Authenticate`, timed.
+    /// `Authenticate`, timed, per replica; once more on another replica when the first could
+    /// not be reached.
     pub async fn authenticate(&self, request: pb::AuthenticateRequest) -> Result<pb::Principal, tonic::Status> {
-        let started = std::time::Instant::now();
-        let result = self.auth().authenticate(request).await;
-        self.metrics.authenticate(result.is_ok(), started.elapsed());
+        let tries = self.upstreams.len().min(2);
+        let mut result = Err(tonic::Status::unavailable("no identity service"));
+        for _ in 0..tries {
+            let index = self.pick();
+            let upstream = &self.upstreams[index];
+            let started = std::time::Instant::now();
+            result = AuthServiceClient::new(upstream.channel.clone()).authenticate(request.clone()).await;
+            self.metrics.authenticate(&upstream.url, result.is_ok(), started.elapsed());
+            self.report(index, &result);
+            if !matches!(&result, Err(status) if unreachable(status)) {
+                break;
+            }
+        }
         let principal = result?.into_inner().principal;
         principal.ok_or_else(|| tonic::Status::internal("Authenticate answered without a principal"))
     }
 
     /// `Login`, counted by outcome.
     pub async fn login(&self, request: tonic::Request<pb::LoginRequest>) -> Result<pb::LoginResponse, ApiError> {
-        let result = self.auth().login(request).await.map(tonic::Response::into_inner).map_err(ApiError::from);
+        let index = self.pick();
+        let result = AuthServiceClient::new(self.upstreams[index].channel.clone()).login(request).await;
+        self.report(index, &result);
+        let result = result.map(tonic::Response::into_inner).map_err(ApiError::from);
         self.metrics.login(match &result {
             Ok(_) => LoginOutcome::Succeeded,
             Err(error) => match error.kind {
@@ -73,19 +157,31 @@ impl IdentityClient {
         result
     }
 
-    /// Whether the identity service answers and reports itself (and so its database) serving.
+    /// Whether some replica of the identity service answers and reports itself (and so its
+    /// database) serving.
     pub async fn ready(&self) -> Result<(), ApiError> {
-        let mut health = HealthClient::new(self.channel.clone());
-        let response = health.check(HealthCheckRequest { service: String::new() }).await.map_err(|status| {
-            tracing::warn!(code = ?status.code(), message = status.message(), "identity service health check failed");
-            ApiError::new(ErrorKind::ServiceUnavailable, "the identity service is unreachable")
-        })?;
-        match response.into_inner().status() {
-            ServingStatus::Serving => Ok(()),
-            _ => Err(ApiError::new(
-                ErrorKind::ServiceUnavailable,
-                "the identity service is not serving (database down?)",
-            )),
+        let mut last = ApiError::new(ErrorKind::ServiceUnavailable, "the identity service is unreachable");
+        for upstream in self.upstreams.iter() {
+            let mut health = HealthClient::new(upstream.channel.clone());
+            match health.check(HealthCheckRequest { service: String::new() }).await {
+                Ok(response) if response.get_ref().status() == ServingStatus::Serving => return Ok(()),
+                Ok(_) => {
+                    last = ApiError::new(
+                        ErrorKind::ServiceUnavailable,
+                        "the identity service is not serving (database down?)",
+                    );
+                }
+                Err(status) => {
+                    tracing::warn!(upstream = %upstream.url, code = ?status.code(), message = status.message(), "identity service health check failed");
+                }
+            }
         }
+        Err(last)
     }
+}
+
+/// A replica that could not serve the call: unreachable, too slow, or without its database
+/// (the identity service itself never answers `UNKNOWN`: that is the transport's).
+fn unreachable(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
 }

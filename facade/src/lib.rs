@@ -63,7 +63,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
-    let identity = IdentityClient::new(&config.identity_url, config.identity_timeout.into(), metrics.clone())
+    let identity = IdentityClient::new(&config.identity_urls(), config.identity_timeout.into(), metrics.clone())
         .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?;
     let discovery = Discovery::new(identity.clone());
     let schema = graphql::schema(graphql::Limits {
@@ -82,6 +82,7 @@ pub async fn serve(
             cache_max_age: config.hasura_cache_max_age.into(),
         },
         max_body_bytes: config.max_body_bytes,
+        proxies: credential::TrustedProxies::new(config.trusted_proxies.clone()),
         graphiql: config.graphiql,
         sockets: sockets::Sockets::new(sockets::SocketLimits {
             per_session: config.ws_max_sockets_per_session,

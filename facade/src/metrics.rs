@@ -42,6 +42,13 @@ struct OutcomeLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    result: &'static str,
+    /// The replica's URL, from `FACADE_IDENTITY_URL`.
+    upstream: String,
+}
+
 /// How a login ended, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginOutcome {
@@ -63,7 +70,7 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_latency: HistogramFamily<RouteLabels>,
     graphql_operations: Family<OperationLabels, Counter>,
-    authenticate_latency: HistogramFamily<OutcomeLabels>,
+    authenticate_latency: HistogramFamily<UpstreamLabels>,
     logins: Family<OutcomeLabels, Counter>,
 }
 
@@ -93,10 +100,10 @@ impl Metrics {
             graphql_operations.clone(),
         );
         let authenticate_latency =
-            HistogramFamily::<OutcomeLabels>::new_with_constructor(latency_histogram as fn() -> Histogram);
+            HistogramFamily::<UpstreamLabels>::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register(
             "identity_authenticate_duration_seconds",
-            "Latency of AuthService.Authenticate calls to the identity service, by result",
+            "Latency of AuthService.Authenticate calls to the identity service, by result and replica",
             authenticate_latency.clone(),
         );
         let logins = Family::<OutcomeLabels, Counter>::default();
@@ -126,9 +133,9 @@ impl Metrics {
         self.logins.get_or_create(&OutcomeLabels { result }).inc();
     }
 
-    pub fn authenticate(&self, ok: bool, elapsed: Duration) {
-        let result = if ok { "ok" } else { "refused" };
-        self.authenticate_latency.get_or_create(&OutcomeLabels { result }).observe(elapsed.as_secs_f64());
+    pub fn authenticate(&self, upstream: &str, ok: bool, elapsed: Duration) {
+        let labels = UpstreamLabels { result: if ok { "ok" } else { "refused" }, upstream: upstream.to_owned() };
+        self.authenticate_latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 
     pub fn graphql_operation(&self, operation: &str, outcome: &str) {
@@ -194,7 +201,7 @@ mod tests {
     fn the_exposition_names_every_family() {
         let metrics = Metrics::new();
         metrics.login(LoginOutcome::Throttled);
-        metrics.authenticate(true, Duration::from_millis(1));
+        metrics.authenticate("http://127.0.0.1:50051", true, Duration::from_millis(1));
         metrics.graphql_operation("whoami", "ok");
         metrics.http("/graphql", &Method::POST, 200, Duration::from_millis(2));
         let text = metrics.render();
@@ -202,7 +209,7 @@ mod tests {
             "facade_logins_total{result=\"throttled\"} 1",
             "facade_graphql_operations_total{operation=\"whoami\",outcome=\"ok\"} 1",
             "facade_http_requests_total{route=\"/graphql\",method=\"POST\",status=\"200\"} 1",
-            "facade_identity_authenticate_duration_seconds_count{result=\"ok\"} 1",
+            "facade_identity_authenticate_duration_seconds_count{result=\"ok\",upstream=\"http://127.0.0.1:50051\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

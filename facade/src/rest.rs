@@ -145,7 +145,9 @@ impl Api {
         Data(state): Data<&Arc<AppState>>,
         body: Json<Credentials>,
     ) -> Result<LoginAnswer, ErrorResponse> {
-        let context = RequestContext::of_http(&state.identity, &state.cookies, request, CsrfRule::Always).await?;
+        let context =
+            RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, CsrfRule::Always)
+                .await?;
         let browser = context.browser.as_ref().ok_or_else(ApiError::internal)?;
         let Json(Credentials { username, password }) = body;
         let user = login::log_in(&context, browser, username, password).await?;
@@ -156,7 +158,9 @@ impl Api {
     /// A cookie-authenticated logout needs `X-CSRFToken`.
     #[oai(path = "/logout", method = "post")]
     async fn logout(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<Detail> {
-        let context = RequestContext::of_http(&state.identity, &state.cookies, request, CsrfRule::CookieWrites).await?;
+        let context =
+            RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, CsrfRule::CookieWrites)
+                .await?;
         login::log_out(&context).await?;
         Ok(detail("logged out"))
     }
@@ -164,7 +168,9 @@ impl Api {
     /// The current user (by `sessionid` cookie or `Authorization: Bearer`).
     #[oai(path = "/me", method = "get")]
     async fn me(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<UserView> {
-        let context = RequestContext::of_http(&state.identity, &state.cookies, request, CsrfRule::NotNeeded).await?;
+        let context =
+            RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, CsrfRule::NotNeeded)
+                .await?;
         if context.credential.is_none() {
             return Err(ApiError::new(ErrorKind::Unauthenticated, NOT_PROVIDED).into());
         }

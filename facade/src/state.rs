@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    browser::Cookies, discovery::Discovery, graphql::AppSchema, identity::IdentityClient, metrics::Metrics,
-    sockets::Sockets,
+    browser::Cookies, credential::TrustedProxies, discovery::Discovery, graphql::AppSchema, identity::IdentityClient,
+    metrics::Metrics, sockets::Sockets,
 };
 
 pub struct AppState {
@@ -17,6 +17,7 @@ pub struct AppState {
     pub graphiql: bool,
     pub sockets: Sockets,
     pub hasura: HasuraSettings,
+    pub proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone)]
