@@ -167,11 +167,16 @@ async fn metrics_count_requests_operations_authentications_and_logins() {
         "facade_graphql_operations_total{operation=\"tokenAuth\",outcome=\"UNAUTHENTICATED\"} 1",
         "facade_graphql_operations_total{operation=\"(not run)\",outcome=\"BAD_USER_INPUT\"} 1",
         "facade_http_requests_total{route=\"/graphql\",method=\"POST\",status=\"200\"} 4",
-        "facade_identity_authenticate_duration_seconds_count{result=\"ok\"} 1",
         "# TYPE facade_http_request_duration_seconds histogram",
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
+    // Authentications are timed per identity-service replica.
+    let upstream = format!(
+        "facade_identity_authenticate_duration_seconds_count{{result=\"ok\",upstream=\"http://{}\"}} 1",
+        stack.identity.addr
+    );
+    assert!(text.contains(&upstream), "{upstream} missing from\n{text}");
     // Client-chosen paths do not make new series.
     get(format!("http://{}/no/such/path/{}", stack.facade.addr, uuid::Uuid::new_v4())).await;
     let (_, _, text) = get(format!("http://{}/metrics", stack.facade.addr)).await;

@@ -12,5 +12,6 @@ mod grpc_auth;
 mod grpc_sessions;
 mod grpc_users;
 mod http_routes;
+mod replicas;
 mod storage;
 mod subscriptions;

@@ -77,8 +77,13 @@ impl WsClient {
 
     /// The same with any headers on the upgrade request (`cookie`, `origin`, ...).
     pub async fn connect_with(facade: &Facade, protocol: &str, headers: &[(&str, &str)]) -> Self {
+        Self::connect_to(facade.addr, protocol, headers).await
+    }
+
+    /// The same to a facade at `addr` (one this process did not start).
+    pub async fn connect_to(addr: std::net::SocketAddr, protocol: &str, headers: &[(&str, &str)]) -> Self {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{}/graphql/ws", facade.addr).into_client_request().unwrap();
+        let mut request = format!("ws://{addr}/graphql/ws").into_client_request().unwrap();
         request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
         for (name, value) in headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
