@@ -9,6 +9,7 @@
 mod baselines;
 mod load;
 mod procs;
+mod replicas;
 mod report;
 
 use std::{
@@ -47,7 +48,11 @@ struct Cli {
     /// Live sessions for the memory scenario.
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
-    /// PostgreSQL server for scenario 7 (a fresh database is created and dropped); "" skips it.
+    /// Revocations measured in scenario 9 (a quarter as many for websockets).
+    #[arg(long, default_value_t = 200)]
+    lag_trials: usize,
+    /// PostgreSQL server for scenarios 7 and 9 (a fresh database is created and dropped); ""
+    /// skips them.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres: String,
     /// Where to write the table.
@@ -291,6 +296,10 @@ async fn run(cli: &Cli) {
                 report.row(Row::new("7.5", "tokenAuth logins, PostgreSQL", row, "argon2 bound", argon2_bound, 0.8));
                 drop(stack);
                 drop(postgres);
+                // 9. Revocation visibility across replicas, on a database of its own.
+                if let Some(postgres) = Postgres::create(&cli.postgres) {
+                    report.lag(replicas::run(&postgres.url, cli.lag_trials, cli.lag_trials / 4).await);
+                }
             }
             None => report.note(format!("scenario 7 skipped: no PostgreSQL at {}", cli.postgres)),
         }

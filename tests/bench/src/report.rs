@@ -60,6 +60,7 @@ pub struct Report {
     rows: Vec<Row>,
     flood: Option<Flood>,
     memory: Option<Memory>,
+    lag: Option<crate::replicas::Lag>,
     notes: Vec<String>,
 }
 
@@ -93,6 +94,7 @@ impl Report {
             rows: Vec::new(),
             flood: None,
             memory: None,
+            lag: None,
             notes: Vec::new(),
         }
     }
@@ -139,6 +141,14 @@ impl Report {
             idle.0, idle.1, busy.0, busy.1
         );
         self.memory = Some(Memory { sessions, idle, busy, target_mib });
+    }
+
+    pub fn lag(&mut self, lag: crate::replicas::Lag) {
+        println!(
+            "9 revocation across {} replicas: refusal p50 {:.1} ms p99 {:.1} ms (poll {:.2} ms); socket close p50 {:.1} ms p99 {:.1} ms",
+            lag.replicas, lag.refusal.p50, lag.refusal.p99, lag.poll_ms, lag.socket.p50, lag.socket.p99
+        );
+        self.lag = Some(lag);
     }
 
     pub fn note(&mut self, note: String) {
@@ -221,6 +231,32 @@ impl Report {
                 busy.1,
                 if met { "yes" } else { "**no**" }
             );
+        }
+        if let Some(lag) = &self.lag {
+            let _ = writeln!(
+                out,
+                "\nScenario 9, revocation visibility across {} identity replicas on one PostgreSQL database: \
+                 `Logout` on replica A, {} times; replicas B and C polled with `Authenticate` (one poll every \
+                 {:.2} ms on average) and a websocket on each of two facades (one on B, one on C). Time from \
+                 the call returning to the first refusal, and to each socket's close frame (4401):\n",
+                lag.replicas, lag.trials, lag.poll_ms
+            );
+            let _ = writeln!(out, "| # | what | samples | p50 ms | p99 ms | max ms | target | met |");
+            let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|");
+            for (id, what, figures, target) in [
+                ("9.1", "refused by every other replica", &lag.refusal, 100.0),
+                ("9.2", "socket closed on every other facade", &lag.socket, 250.0),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "| {id} | {what} | {} | {:.1} | {:.1} | {:.1} | p99 ≤ {target:.0} ms | {} |",
+                    figures.samples,
+                    figures.p50,
+                    figures.p99,
+                    figures.max,
+                    if figures.p99 <= target { "yes" } else { "**no**" }
+                );
+            }
         }
         let errors: u64 = self.rows.iter().map(|row| row.measured.errors).sum();
         let _ = writeln!(out, "\nErrors (non-2xx, socket errors, failed calls) across all rows: {errors}.");
