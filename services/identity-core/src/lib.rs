@@ -114,6 +114,9 @@ impl Identity {
 
     /// Closes the database pool (graceful shutdown).
     pub async fn close(&self) {
+        if let Some(replication) = &self.inner.replication {
+            replication.stop();
+        }
         if let Err(error) = self.inner.db.clone().close().await {
             tracing::warn!(%error, "closing the database");
         }

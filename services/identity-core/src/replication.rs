@@ -50,8 +50,8 @@ struct Envelope {
 /// This replica's end of the channel.
 pub(crate) struct Replication {
     origin: String,
-    /// Dropped with the `Identity`: the listener then stops.
-    _stop: watch::Sender<()>,
+    /// Sent to (or dropped with the `Identity`): the listener then stops.
+    stop: watch::Sender<()>,
 }
 
 impl Replication {
@@ -68,7 +68,12 @@ impl Replication {
         let listener = Listener { db: db.clone(), origin: origin.clone(), live, events, observer };
         let first = listener.connect().await;
         tokio::spawn(listener.run(first, stopped));
-        Replication { origin, _stop: stop }
+        Replication { origin, stop }
+    }
+
+    /// Stops listening (before the pool closes, so that its closing is no "lost connection").
+    pub(crate) fn stop(&self) {
+        let _ = self.stop.send(());
     }
 
     /// Tells the other replicas. A failure is logged, not returned: the change itself is
