@@ -1,8 +1,10 @@
 //! Every setting of `graphql-facade`: a CLI flag and an environment variable each.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
+use stack_process::pem;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// `FACADE_COOKIE_SECURE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,7 +25,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
 
     /// Where the facade finds the identity service (gRPC): one URL, or several replicas'
-    /// separated by commas (calls go round-robin over those that answer).
+    /// separated by commas (calls go round-robin over those that answer). `https://` means
+    /// TLS, the certificate checked against `FACADE_IDENTITY_CA` (default: the public web
+    /// roots); `http://` means plaintext.
     #[arg(
         long,
         env = "FACADE_IDENTITY_URL",
@@ -31,6 +35,22 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub identity_url: String,
+
+    /// PEM CA certificate(s) the identity service's certificate must chain to (a private CA).
+    #[arg(long, env = "FACADE_IDENTITY_CA", value_name = "FACADE_IDENTITY_CA")]
+    pub identity_ca: Option<PathBuf>,
+
+    /// The name the identity service's certificate must carry. Default: the host of its URL.
+    #[arg(long, env = "FACADE_IDENTITY_TLS_NAME", value_name = "FACADE_IDENTITY_TLS_NAME")]
+    pub identity_tls_name: Option<String>,
+
+    /// PEM certificate the facade presents to the identity service (mutual TLS).
+    #[arg(long, env = "FACADE_IDENTITY_CLIENT_CERT", value_name = "FACADE_IDENTITY_CLIENT_CERT")]
+    pub identity_client_cert: Option<PathBuf>,
+
+    /// PEM private key of `FACADE_IDENTITY_CLIENT_CERT`.
+    #[arg(long, env = "FACADE_IDENTITY_CLIENT_KEY", value_name = "FACADE_IDENTITY_CLIENT_KEY")]
+    pub identity_client_key: Option<PathBuf>,
 
     /// How long one call to the identity service may take before the facade answers
     /// SERVICE_UNAVAILABLE.
@@ -127,19 +147,72 @@ impl Config {
         self.identity_url.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned).collect()
     }
 
+    /// How the facade speaks TLS to the identity service's `https://` URLs, the files read and
+    /// checked; `None` when every URL is `http://`. A TLS setting beside only `http://` URLs
+    /// is refused: the operator meant TLS and would silently get plaintext.
+    pub fn identity_tls(&self) -> Result<Option<ClientTlsConfig>, ConfigError> {
+        let any_https = self.identity_urls().iter().any(|url| url.starts_with("https://"));
+        if !any_https {
+            let stray = [
+                ("FACADE_IDENTITY_CA", self.identity_ca.is_some()),
+                ("FACADE_IDENTITY_TLS_NAME", self.identity_tls_name.is_some()),
+                ("FACADE_IDENTITY_CLIENT_CERT", self.identity_client_cert.is_some()),
+                ("FACADE_IDENTITY_CLIENT_KEY", self.identity_client_key.is_some()),
+            ];
+            return match stray.iter().find(|(_, set)| *set) {
+                Some((name, _)) => {
+                    Err(ConfigError(format!("{name}: set, but FACADE_IDENTITY_URL has no https:// URL (TLS is off)")))
+                }
+                None => Ok(None),
+            };
+        }
+        let mut tls = ClientTlsConfig::new().timeout(Duration::from(self.identity_timeout));
+        tls = match &self.identity_ca {
+            Some(path) => tls.ca_certificate(Certificate::from_pem(
+                pem::certificates("FACADE_IDENTITY_CA", path).map_err(ConfigError)?,
+            )),
+            None => tls.with_webpki_roots(),
+        };
+        if let Some(name) = &self.identity_tls_name {
+            tls = tls.domain_name(name.clone());
+        }
+        match (&self.identity_client_cert, &self.identity_client_key) {
+            (Some(cert), Some(key)) => {
+                let cert = pem::certificates("FACADE_IDENTITY_CLIENT_CERT", cert).map_err(ConfigError)?;
+                let key = pem::private_key("FACADE_IDENTITY_CLIENT_KEY", key).map_err(ConfigError)?;
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "FACADE_IDENTITY_CLIENT_KEY: required with FACADE_IDENTITY_CLIENT_CERT".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "FACADE_IDENTITY_CLIENT_CERT: required with FACADE_IDENTITY_CLIENT_KEY".into(),
+                ));
+            }
+            (None, None) => {}
+        }
+        Ok(Some(tls))
+    }
+
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let urls = self.identity_urls();
         if urls.is_empty() {
-            return Err(ConfigError("FACADE_IDENTITY_URL: expected one or more http:// URLs".into()));
+            return Err(ConfigError("FACADE_IDENTITY_URL: expected one or more http:// or https:// URLs".into()));
         }
         for url in &urls {
             if !(url.starts_with("http://") || url.starts_with("https://"))
                 || url.parse::<tonic::transport::Uri>().is_err()
             {
-                return Err(ConfigError(format!("FACADE_IDENTITY_URL: expected an http:// URL, got {url:?}")));
+                return Err(ConfigError(format!(
+                    "FACADE_IDENTITY_URL: expected an http:// or https:// URL, got {url:?}"
+                )));
             }
         }
+        self.identity_tls()?;
         for (name, value) in [
             ("FACADE_MAX_DEPTH", self.max_depth),
             ("FACADE_MAX_COMPLEXITY", self.max_complexity),
@@ -199,6 +272,26 @@ mod tests {
         assert!(config.validate().is_ok());
         let config = Config { identity_url: "http://a:1,b:2".into(), ..Config::defaults() };
         assert!(config.validate().unwrap_err().0.contains("\"b:2\""));
+    }
+
+    #[test]
+    fn tls_settings_without_an_https_url_are_refused() {
+        let config = Config { identity_ca: Some("/nowhere/ca.pem".into()), ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("FACADE_IDENTITY_CA: set, but"));
+        let config = Config { identity_url: "https://identity.internal:50051".into(), ..Config::defaults() };
+        assert!(config.validate().is_ok());
+        let config = Config {
+            identity_url: "https://identity.internal:50051".into(),
+            identity_ca: Some("/nowhere/ca.pem".into()),
+            ..Config::defaults()
+        };
+        assert!(config.validate().unwrap_err().0.starts_with("FACADE_IDENTITY_CA: cannot read"));
+        let config = Config {
+            identity_url: "https://identity.internal:50051".into(),
+            identity_client_cert: Some("/nowhere/cert.pem".into()),
+            ..Config::defaults()
+        };
+        assert!(config.validate().unwrap_err().0.starts_with("FACADE_IDENTITY_CLIENT_KEY: required"));
     }
 
     #[test]

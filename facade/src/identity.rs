@@ -12,7 +12,7 @@ use std::{
 };
 
 use identity_proto::pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::{
@@ -51,12 +51,23 @@ pub struct IdentityClient {
 
 impl IdentityClient {
     /// Connects lazily: the facade starts (and answers SERVICE_UNAVAILABLE) even while the
-    /// identity service is down.
-    pub fn new(urls: &[String], timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, InvalidUrl> {
+    /// identity service is down. `https://` URLs speak TLS as `tls` says; an `https://` URL
+    /// without it is refused, never spoken in plaintext.
+    pub fn new(
+        urls: &[String],
+        timeout: Duration,
+        tls: Option<&ClientTlsConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InvalidUrl> {
         let mut upstreams = Vec::with_capacity(urls.len());
         for url in urls {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|error| InvalidUrl(format!("{url}: {error}")))?
+            let mut endpoint =
+                Endpoint::from_shared(url.clone()).map_err(|error| InvalidUrl(format!("{url}: {error}")))?;
+            if url.starts_with("https://") {
+                let tls = tls.ok_or_else(|| InvalidUrl(format!("{url}: https:// without a TLS configuration")))?;
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|error| InvalidUrl(format!("{url}: {error}")))?;
+            }
+            let endpoint = endpoint
                 .connect_timeout(Duration::from_secs(2).min(timeout))
                 .timeout(timeout)
                 .tcp_nodelay(true)

@@ -63,8 +63,10 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
-    let identity = IdentityClient::new(&config.identity_urls(), config.identity_timeout.into(), metrics.clone())
-        .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?;
+    let tls = config.identity_tls()?;
+    let identity =
+        IdentityClient::new(&config.identity_urls(), config.identity_timeout.into(), tls.as_ref(), metrics.clone())
+            .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?;
     let discovery = Discovery::new(identity.clone());
     let schema = graphql::schema(graphql::Limits {
         depth: config.max_depth,

@@ -220,48 +220,73 @@ fn listening_addresses(lines: &mut impl Iterator<Item = String>, messages: [&str
     panic!("the stack never said where it listens: {found:?}");
 }
 
-#[test]
-fn the_stack_binary_serves_graphql_through_its_own_identity_service() {
+/// Starts `identity-stack` in `dir` with `env`; returns the child and its [gRPC, HTTP]
+/// addresses. The child is killed after a minute whatever happens.
+pub fn start_stack(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, [String; 2]) {
     use std::io::{BufRead, BufReader};
 
-    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(binary("identity-stack"))
         .env_clear()
         .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
         .env("FACADE_HTTP_ADDR", "127.0.0.1:0")
         .env("IDENTITY_JWT_ALG", "ES256")
         .env("LOG_FORMAT", "json")
-        .current_dir(dir.path())
+        .envs(env.iter().copied())
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    // Whatever happens, the child does not outlive a minute.
     let pid = child.id();
     std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_secs(60));
         let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
     });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
-    let [grpc, http] = listening_addresses(&mut lines, ["identity service listening", "graphql facade listening"]);
+    let addresses = listening_addresses(&mut lines, ["identity service listening", "graphql facade listening"]);
     std::thread::spawn(move || lines.for_each(drop));
+    (child, addresses)
+}
 
+/// Signs up `username` through the facade at `http` and fetches its discovery document.
+pub async fn sign_up_and_discover(http: &str, username: &str) -> (serde_json::Value, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let query = format!(
+        "mutation {{ createUser(username: \"{username}\", password: \"correct horse battery\", email: \"{username}@example.com\") {{ user {{ username }} token }} }}"
+    );
+    let created = client
+        .post(format!("http://{http}/graphql"))
+        .json(&serde_json::json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let discovery = client
+        .get(format!("http://{http}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    (created, discovery)
+}
+
+#[test]
+fn the_stack_binary_serves_graphql_through_its_own_identity_service_its_issuer_following_its_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, [grpc, http]) = start_stack(dir.path(), &[]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let created = runtime.block_on(async {
-        reqwest::Client::new()
-            .post(format!("http://{http}/graphql"))
-            .json(&serde_json::json!({"query": "mutation { createUser(username: \"sid\", password: \"correct horse battery\", email: \"sid@example.com\") { user { username } token } }"}))
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    });
+    let (created, discovery) = runtime.block_on(sign_up_and_discover(&http, "sid"));
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(created["data"]["createUser"]["user"]["username"], "sid", "{created}");
     assert!(!grpc.is_empty());
+    // IDENTITY_ISSUER unset: the issuer is where the facade listens, not port 8080.
+    assert_eq!(discovery["issuer"], format!("http://{http}"), "{discovery}");
+    assert_eq!(discovery["jwks_uri"], format!("http://{http}/.well-known/jwks.json"), "{discovery}");
     // The default SQLite file was created under ./data of the working directory.
     assert!(dir.path().join("data/identity.db").exists());
 }

@@ -254,7 +254,7 @@ async fn bearer_logout_ends_the_tokens_session() {
 async fn cookies_are_secure_unless_the_issuer_is_plain_http_localhost() {
     let db = TestDb::new().await;
     let mut identity = config(&db);
-    identity.issuer = "https://auth.example.com".into();
+    identity.issuer = Some("https://auth.example.com".into());
     let stack = Stack::start_with(db, identity, |_| {}).await;
     sign_up(&mut stack.identity.users(), "ida").await;
     let mut browser = Browser::new(&stack.facade);
@@ -265,7 +265,7 @@ async fn cookies_are_secure_unless_the_issuer_is_plain_http_localhost() {
 
     let db = TestDb::new().await;
     let mut identity = config(&db);
-    identity.issuer = "https://auth.example.com".into();
+    identity.issuer = Some("https://auth.example.com".into());
     let stack =
         Stack::start_with(db, identity, |facade| facade.cookie_secure = graphql_facade::config::CookieSecure::Never)
             .await;

@@ -15,3 +15,4 @@ mod http_routes;
 mod replicas;
 mod storage;
 mod subscriptions;
+mod tls;

@@ -13,6 +13,7 @@ pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod servers;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub use identity_proto::pb::{auth_service_client::AuthServiceClient, user_servic
 pub use process::{IdentityProcess, binary};
 pub use proxy::Proxy;
 pub use servers::*;
+pub use tls::Pki;
 use tonic::transport::Channel;
 pub use tonic_health::pb as pb_health;
 

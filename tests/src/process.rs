@@ -1,13 +1,19 @@
 //! The binaries as an operator runs them: a child process on an ephemeral port, found by its
 //! own log line, stopped gracefully or killed outright.
 
-use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::{Auth, Users, pb_health};
 
@@ -29,12 +35,22 @@ pub struct IdentityProcess {
     pub addr: SocketAddr,
     child: Child,
     channel: Channel,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl IdentityProcess {
     /// Starts the binary with only `env` (plus JSON logs and an ephemeral port), and waits
     /// until it reports SERVING.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(env, None).await
+    }
+
+    /// Starts the binary serving TLS (the files in `env`), and talks to it with `tls`.
+    pub async fn start_tls(env: &[(&str, &str)], tls: ClientTlsConfig) -> Self {
+        Self::start_with(env, Some(tls)).await
+    }
+
+    async fn start_with(env: &[(&str, &str)], tls: Option<ClientTlsConfig>) -> Self {
         let dir = std::env::temp_dir();
         let mut child = Command::new(binary("identity-service"))
             .env_clear()
@@ -63,14 +79,23 @@ impl IdentityProcess {
         })
         .await
         .expect("identity-service did not listen within 60 s");
-        // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .connect_lazy();
-        let process = IdentityProcess { addr, child, channel };
+        // Keep reading the log (the child never blocks on a full pipe); tests may look at it.
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn({
+            let logs = logs.clone();
+            async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.lock().unwrap().push(line);
+                }
+            }
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).unwrap();
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).unwrap();
+        }
+        let channel = endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(30)).connect_lazy();
+        let process = IdentityProcess { addr, child, channel, logs };
         crate::wait_serving(&process.channel, Duration::from_secs(30)).await;
         process
     }
@@ -85,6 +110,11 @@ impl IdentityProcess {
 
     pub fn health(&self) -> pb_health::health_client::HealthClient<Channel> {
         pb_health::health_client::HealthClient::new(self.channel.clone())
+    }
+
+    /// The log lines (JSON) written so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye.

@@ -1,13 +1,15 @@
 //! Every setting of `identity-service`: a CLI flag and an environment variable each, parsed
 //! once in `main` and passed down by value.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use identity_core::{
     CoreError, JwtAlg, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings, check_bootstrap_manager,
 };
 use ipnet::IpNet;
+
+use crate::tls::Transport;
 
 /// The identity service: users, sessions and tokens over gRPC.
 #[derive(Debug, Clone, Parser)]
@@ -28,9 +30,25 @@ pub struct Config {
     #[arg(long, env = "IDENTITY_GRPC_ADDR", value_name = "IDENTITY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// JWT `iss`, and the base URL of OIDC discovery.
-    #[arg(long, env = "IDENTITY_ISSUER", value_name = "IDENTITY_ISSUER", default_value = "http://127.0.0.1:8080")]
-    pub issuer: String,
+    /// PEM certificate chain: the gRPC port speaks TLS only (with `IDENTITY_TLS_KEY`). Unset:
+    /// plaintext, for loopback or a network that is itself encrypted.
+    #[arg(long, env = "IDENTITY_TLS_CERT", value_name = "IDENTITY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `IDENTITY_TLS_CERT`.
+    #[arg(long, env = "IDENTITY_TLS_KEY", value_name = "IDENTITY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): mutual TLS, only callers presenting a certificate signed by one
+    /// of them are let in (their certificate's subject is logged with each call).
+    #[arg(long, env = "IDENTITY_TLS_CLIENT_CA", value_name = "IDENTITY_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// JWT `iss`, and the base URL of OIDC discovery: the public URL of the facade. Default:
+    /// `http://127.0.0.1:8080`; in `identity-stack`, the facade's own address
+    /// (`FACADE_HTTP_ADDR`).
+    #[arg(long, env = "IDENTITY_ISSUER", value_name = "IDENTITY_ISSUER")]
+    pub issuer: Option<String>,
 
     /// JWT `aud`.
     #[arg(long, env = "IDENTITY_AUDIENCE", value_name = "IDENTITY_AUDIENCE", default_value = "identity")]
@@ -158,6 +176,9 @@ pub struct Config {
     pub database_max_connections: u32,
 }
 
+/// The issuer when `IDENTITY_ISSUER` is unset: the facade at its default address.
+pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
+
 /// A configuration problem, naming the setting.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -216,7 +237,13 @@ impl Config {
         self.settings()?;
         self.store()?;
         self.bootstrap_manager()?;
+        self.transport()?;
         Ok(())
+    }
+
+    /// Plaintext or TLS on the gRPC port, its files read and checked.
+    pub fn transport(&self) -> Result<Transport, ConfigError> {
+        Transport::from_files(self.tls_cert.as_deref(), self.tls_key.as_deref(), self.tls_client_ca.as_deref())
     }
 
     pub fn settings(&self) -> Result<Settings, ConfigError> {
@@ -225,7 +252,7 @@ impl Config {
             return Err(ConfigError("IDENTITY_DATABASE_URL: expected a sqlite: or postgres:// URL".into()));
         }
         let settings = Settings {
-            issuer: self.issuer.clone(),
+            issuer: self.issuer.clone().unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
             audience: self.audience.clone(),
             jwt_alg: self.jwt_alg,
             jwt_secret: self.jwt_secret.clone(),

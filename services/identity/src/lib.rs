@@ -4,6 +4,7 @@
 pub mod config;
 pub mod grpc;
 pub mod metrics;
+pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -55,11 +56,13 @@ pub struct Opened {
     metrics: Arc<metrics::Metrics>,
     metrics_addr: Option<SocketAddr>,
     forwarders: grpc::Forwarders,
+    transport: tls::Transport,
 }
 
 /// Opens the database and prepares the domain. Every failure names its setting.
 pub async fn open(config: &Config) -> Result<Opened, StartError> {
     let settings = config.settings()?;
+    let transport = config.transport()?;
     let bootstrap = config.bootstrap_manager()?;
     let metrics = metrics::Metrics::new();
     let observer: Arc<dyn ReplicationObserver> = metrics.clone();
@@ -76,7 +79,7 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
     }
     startup.release().await;
     let forwarders = grpc::Forwarders::new(config.trusted_forwarders.clone());
-    Ok(Opened { identity, metrics, metrics_addr: config.metrics_addr, forwarders })
+    Ok(Opened { identity, metrics, metrics_addr: config.metrics_addr, forwarders, transport })
 }
 
 /// Opens the database, then serves gRPC on `listener` until `shutdown` completes.
@@ -102,7 +105,7 @@ impl Opened {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let Opened { identity, metrics, metrics_addr, forwarders } = self;
+        let Opened { identity, metrics, metrics_addr, forwarders, transport } = self;
         let metrics_server = match metrics_addr {
             Some(address) => {
                 let listener = TcpListener::bind(address).await.map_err(|error| StartError::Metrics(address, error))?;
@@ -156,10 +159,17 @@ impl Opened {
             let _ = stopping_sender.send(true);
         };
         if let Ok(address) = listener.local_addr() {
-            tracing::info!(%address, "identity service listening");
+            tracing::info!(%address, transport = transport.describe(), "identity service listening");
         }
         let limit = grpc::edge::MAX_REQUEST_BYTES;
-        let served = Server::builder()
+        let mut server = Server::builder();
+        if let tls::Transport::Tls { config, mutual } = transport {
+            server = server.tls_config(config)?;
+            if mutual {
+                server = server.trace_fn(tls::caller_span);
+            }
+        }
+        let served = server
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(grpc::edge::layer(database))

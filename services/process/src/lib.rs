@@ -3,6 +3,8 @@
 //! knows neither the identity domain nor HTTP, so the service, the facade and the stack all
 //! use it without depending on each other. (Each binary's `main.rs` picks its allocator.)
 
+pub mod pem;
+
 use std::{fmt::Display, net::SocketAddr, process::ExitCode};
 
 use clap::{Args, Parser, ValueEnum, error::ErrorKind};

@@ -2,7 +2,10 @@
 //! facade in one process, on their two ports. The facade still reaches the identity service
 //! over real gRPC on loopback, exactly as when they run apart.
 
-use std::process::ExitCode;
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    process::ExitCode,
+};
 
 use clap::Parser;
 use stack_process::{Logging, bind, fail, parse, shutdown_signal};
@@ -34,12 +37,30 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     cli.logging.init();
-    let (identity, mut facade) = (cli.identity, cli.facade);
+    let (mut identity, mut facade) = (cli.identity, cli.facade);
     if let Err(error) = identity.validate() {
         return fail(PROGRAM, error, 2);
     }
+    // The facade talks to this process's identity service: over TLS when its port speaks TLS
+    // (checked against FACADE_IDENTITY_CA and, for mutual TLS, presenting
+    // FACADE_IDENTITY_CLIENT_CERT), at the address it is bound to (set below).
+    let scheme = if identity.tls_cert.is_some() { "https" } else { "http" };
+    facade.identity_url = format!("{scheme}://{}", identity.grpc_addr);
     if let Err(error) = facade.validate() {
         return fail(PROGRAM, error, 2);
+    }
+    // An ephemeral HTTP port is bound first, so that the issuer can name it; nobody can
+    // connect to a port nobody knows.
+    let mut http = None;
+    if facade.http_addr.port() == 0 {
+        match bind(PROGRAM, "FACADE_HTTP_ADDR", facade.http_addr).await {
+            Ok(listener) => http = Some(listener),
+            Err(code) => return code,
+        }
+    }
+    if identity.issuer.is_none() {
+        let address = http.as_ref().and_then(|listener| listener.local_addr().ok()).unwrap_or(facade.http_addr);
+        identity.issuer = Some(issuer_at(address));
     }
     // The identity half opens its database first, exactly as `identity-service` does and
     // failing with its words; nothing listens before it can answer.
@@ -51,13 +72,15 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(code) => return code,
     };
-    let http = match bind(PROGRAM, "FACADE_HTTP_ADDR", facade.http_addr).await {
-        Ok(listener) => listener,
-        Err(code) => return code,
+    let http = match http {
+        Some(listener) => listener,
+        None => match bind(PROGRAM, "FACADE_HTTP_ADDR", facade.http_addr).await {
+            Ok(listener) => listener,
+            Err(code) => return code,
+        },
     };
-    // The facade talks to this process's identity service, wherever it was bound.
     if let Ok(address) = grpc.local_addr() {
-        facade.identity_url = format!("http://{address}");
+        facade.identity_url = format!("{scheme}://{}", loopback_if_unspecified(address));
     }
 
     let (stop, stopped) = watch::channel(false);
@@ -98,11 +121,36 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The issuer when `IDENTITY_ISSUER` is unset: the facade's own address, as a browser on this
+/// machine reaches it.
+fn issuer_at(address: SocketAddr) -> String {
+    if address.ip().is_unspecified() {
+        tracing::warn!(%address, "IDENTITY_ISSUER is unset: tokens name this machine's loopback; set it to the facade's public URL");
+    }
+    format!("http://{}", loopback_if_unspecified(address))
+}
+
+/// `0.0.0.0` and `::` are where one listens, not an address one reaches: loopback instead.
+fn loopback_if_unspecified(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), address.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), address.port()),
+        _ => address,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn the_issuer_follows_the_facade_address() {
+        assert_eq!(issuer_at("127.0.0.1:9000".parse().unwrap()), "http://127.0.0.1:9000");
+        assert_eq!(issuer_at("0.0.0.0:8081".parse().unwrap()), "http://127.0.0.1:8081");
+        assert_eq!(issuer_at("[::]:8081".parse().unwrap()), "http://[::1]:8081");
+    }
 
     #[test]
     fn the_command_line_is_consistent() {
