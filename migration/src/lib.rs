@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial;
 mod m20261202_000001_refresh_grace_and_keys;
+mod m20261202_000002_janitor;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261202_000001_refresh_grace_and_keys::Migration),
+            Box::new(m20261202_000002_janitor::Migration),
         ]
     }
 }

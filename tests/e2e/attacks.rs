@@ -7,7 +7,6 @@ use std::{collections::HashSet, time::Duration};
 use e2e::*;
 use futures::future::join_all;
 use identity_proto::pb;
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -56,11 +55,6 @@ async fn burst(replicas: [&Service; 2], username: &str, ip: &str, count: usize, 
 async fn login_from(service: &Service, username: &str, ip: &str) -> Result<pb::LoginResponse, tonic::Status> {
     let request = from_address(pb::LoginRequest { username: username.into(), password: PASSWORD.into() }, ip);
     service.auth().login(request).await.map(tonic::Response::into_inner)
-}
-
-async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
-    let statement = Statement::from_string(db.get_database_backend(), sql.to_owned());
-    db.query_one_raw(statement).await.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod grpc_auth;
 mod grpc_sessions;
 mod grpc_users;
 mod http_routes;
+mod janitor;
 mod replicas;
 mod storage;
 mod subscriptions;

@@ -1,7 +1,7 @@
 //! A database of each test's own: a fresh SQLite file, or a fresh PostgreSQL database on
 //! `TEST_DATABASE_URL`'s server, dropped after.
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
 /// A database of the test's own, dropped after it.
 pub struct TestDb {
@@ -37,6 +37,12 @@ impl TestDb {
     pub async fn connect(&self) -> DatabaseConnection {
         Database::connect(&self.url).await.unwrap()
     }
+}
+
+/// The one integer `sql` selects (a `COUNT(*)`, say).
+pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    let statement = Statement::from_string(db.get_database_backend(), sql.to_owned());
+    db.query_one_raw(statement).await.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
 }
 
 impl Drop for TestDb {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use browser::Browser;
 pub use clients::*;
-pub use databases::TestDb;
+pub use databases::{TestDb, count};
 pub use identity_proto::pb::{auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
 pub use process::{IdentityProcess, binary};
 pub use proxy::Proxy;

@@ -6,13 +6,14 @@
 //! (a folder, a file per concern), `keys` (signing and verifying), `passwords` (argon2 and the
 //! policy), `throttle` (the login budget), `tokens` (opaque secrets, sealing), `events` (the
 //! bus), `settings`, `store` (opening the database), `entities` (the tables), `error`, `clock`,
-//! `blocking` (the CPU pool). The contract they keep is in `docs/identity-service.md`.
+//! `blocking` (the CPU pool), `janitor` (deleting what is past its life). The contract they keep is in `docs/identity-service.md`.
 
 mod blocking;
 pub mod clock;
 mod entities;
 pub mod error;
 pub mod events;
+pub mod janitor;
 pub mod keys;
 mod passwords;
 pub mod replication;
@@ -29,6 +30,7 @@ use sea_orm::DatabaseConnection;
 
 pub use error::{CoreError, CoreResult, DeadReason, Violation};
 pub use events::{Event, Events, RevokeReason, SessionEvent, SessionEventKind};
+pub use janitor::Swept;
 pub use keys::{Claims, PublicJwk};
 pub use replication::{NoObserver, ReplicationObserver};
 pub use sessions::{ClientInfo, Credential, LoginOutcome, SessionView, TokenPair};

@@ -166,6 +166,17 @@ pub struct Config {
     )]
     pub trusted_forwarders: Vec<IpNet>,
 
+    /// How often the janitor deletes what is past its life (dead sessions, expired refresh
+    /// tokens, forgotten login counters). Replicas sharing a database take turns: one run per
+    /// interval in all.
+    #[arg(long, env = "IDENTITY_JANITOR_INTERVAL", value_name = "IDENTITY_JANITOR_INTERVAL", default_value = "5m")]
+    pub janitor_interval: humantime::Duration,
+
+    /// How long a dead session, an expired refresh token or a forgotten login counter is kept
+    /// before the janitor deletes it.
+    #[arg(long, env = "IDENTITY_JANITOR_RETENTION", value_name = "IDENTITY_JANITOR_RETENTION", default_value = "1h")]
+    pub janitor_retention: humantime::Duration,
+
     /// Database connection pool size.
     #[arg(
         long,
@@ -174,6 +185,13 @@ pub struct Config {
         default_value_t = 10
     )]
     pub database_max_connections: u32,
+}
+
+/// When the janitor runs, and what it keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Janitor {
+    pub interval: Duration,
+    pub retention: Duration,
 }
 
 /// The issuer when `IDENTITY_ISSUER` is unset: the facade at its default address.
@@ -238,6 +256,7 @@ impl Config {
         self.store()?;
         self.bootstrap_manager()?;
         self.transport()?;
+        self.janitor()?;
         Ok(())
     }
 
@@ -288,6 +307,15 @@ impl Config {
             return Err(ConfigError("IDENTITY_DATABASE_MAX_CONNECTIONS: must be between 1 and 1000".into()));
         }
         Ok(StoreOptions { timeout, max_connections: self.database_max_connections })
+    }
+
+    /// The janitor's interval and retention.
+    pub fn janitor(&self) -> Result<Janitor, ConfigError> {
+        let interval: Duration = self.janitor_interval.into();
+        if interval < Duration::from_millis(100) {
+            return Err(ConfigError("IDENTITY_JANITOR_INTERVAL: must be at least 100ms".into()));
+        }
+        Ok(Janitor { interval, retention: self.janitor_retention.into() })
     }
 
     /// `username:password` or `username:@file`, checked as a sign-up would be.

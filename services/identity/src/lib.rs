@@ -57,12 +57,14 @@ pub struct Opened {
     metrics_addr: Option<SocketAddr>,
     forwarders: grpc::Forwarders,
     transport: tls::Transport,
+    janitor: config::Janitor,
 }
 
 /// Opens the database and prepares the domain. Every failure names its setting.
 pub async fn open(config: &Config) -> Result<Opened, StartError> {
     let settings = config.settings()?;
     let transport = config.transport()?;
+    let janitor = config.janitor()?;
     let bootstrap = config.bootstrap_manager()?;
     let metrics = metrics::Metrics::new();
     let observer: Arc<dyn ReplicationObserver> = metrics.clone();
@@ -79,7 +81,7 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
     }
     startup.release().await;
     let forwarders = grpc::Forwarders::new(config.trusted_forwarders.clone());
-    Ok(Opened { identity, metrics, metrics_addr: config.metrics_addr, forwarders, transport })
+    Ok(Opened { identity, metrics, metrics_addr: config.metrics_addr, forwarders, transport, janitor })
 }
 
 /// Opens the database, then serves gRPC on `listener` until `shutdown` completes.
@@ -105,12 +107,12 @@ impl Opened {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let Opened { identity, metrics, metrics_addr, forwarders, transport } = self;
+        let Opened { identity, metrics, metrics_addr, forwarders, transport, janitor } = self;
         let metrics_server = match metrics_addr {
             Some(address) => {
                 let listener = TcpListener::bind(address).await.map_err(|error| StartError::Metrics(address, error))?;
                 tracing::info!(address = %listener.local_addr().unwrap_or(address), "metrics listening");
-                Some(tokio::spawn(metrics::serve(listener, metrics)))
+                Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
             }
             None => None,
         };
@@ -153,6 +155,8 @@ impl Opened {
             })
         };
 
+        let janitor = tokio::spawn(run_janitor(identity.clone(), janitor, metrics.clone()));
+
         let (stopping_sender, stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;
@@ -189,6 +193,7 @@ impl Opened {
             .await;
         watcher.abort();
         sweeper.abort();
+        janitor.abort();
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
@@ -202,6 +207,37 @@ impl Opened {
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often refresh successors whose grace closed are erased.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Every interval, if this replica's turn: deletes what is past its life, and counts it.
+async fn run_janitor(identity: Identity, janitor: config::Janitor, metrics: Arc<metrics::Metrics>) {
+    let mut ticks = tokio::time::interval(janitor.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match identity.claim_janitor_run(janitor.interval).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::debug!(%error, "janitor: cannot claim its run");
+                continue;
+            }
+        }
+        match identity.sweep(janitor.retention).await {
+            Ok(swept) => {
+                metrics.janitor(swept);
+                if swept != identity_core::Swept::default() {
+                    tracing::info!(
+                        sessions = swept.sessions,
+                        refresh_tokens = swept.refresh_tokens,
+                        login_attempts = swept.login_attempts,
+                        "janitor deleted rows past their life"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "janitor: sweep failed; it runs again next interval"),
+        }
+    }
+}
 
 async fn database_status(identity: &Identity) -> ServingStatus {
     match identity.ping().await {

@@ -6,7 +6,10 @@
 //!   commit) to this replica applying it;
 //! - `identity_event_listener_up`: 1 while this replica listens for the others' events (on
 //!   PostgreSQL; on SQLite, a single process, it stays 1);
-//! - `identity_event_listener_losses_total`: how often that listening connection was lost.
+//! - `identity_event_listener_losses_total`: how often that listening connection was lost;
+//! - `identity_janitor_runs_total`: janitor runs this replica performed (one replica per
+//!   interval does);
+//! - `identity_janitor_rows_removed_total{table}`: rows the janitor deleted, by table.
 
 use std::{
     convert::Infallible,
@@ -17,11 +20,13 @@ use std::{
 use http_body_util::Full;
 use hyper::{Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
-use identity_core::ReplicationObserver;
+use identity_core::{ReplicationObserver, Swept};
 use prometheus_client::{
+    encoding::EncodeLabelSet,
     encoding::text::encode,
     metrics::{
         counter::Counter,
+        family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
@@ -34,6 +39,13 @@ pub struct Metrics {
     apply_lag: Histogram,
     listener_up: Gauge<i64, AtomicI64>,
     listener_losses: Counter,
+    janitor_runs: Counter,
+    janitor_removed: Family<TableLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
 }
 
 impl Metrics {
@@ -59,7 +71,27 @@ impl Metrics {
             "How often the connection listening for the other replicas' events was lost",
             listener_losses.clone(),
         );
-        Arc::new(Metrics { registry, apply_lag, listener_up, listener_losses })
+        let janitor_runs = Counter::default();
+        registry.register("janitor_runs", "Janitor runs this replica performed", janitor_runs.clone());
+        let janitor_removed = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "janitor_rows_removed",
+            "Rows the janitor deleted, past their life, by table",
+            janitor_removed.clone(),
+        );
+        Arc::new(Metrics { registry, apply_lag, listener_up, listener_losses, janitor_runs, janitor_removed })
+    }
+
+    /// One janitor run and what it deleted.
+    pub fn janitor(&self, swept: Swept) {
+        self.janitor_runs.inc();
+        for (table, rows) in [
+            ("sessions", swept.sessions),
+            ("refresh_tokens", swept.refresh_tokens),
+            ("login_attempts", swept.login_attempts),
+        ] {
+            self.janitor_removed.get_or_create(&TableLabel { table }).inc_by(rows);
+        }
     }
 
     /// The exposition, in the OpenMetrics text format Prometheus scrapes.

@@ -1,0 +1,146 @@
+//! The janitor deletes what is past its life — dead sessions with their refresh tokens, expired
+//! refresh tokens, forgotten login counters — and nothing alive, once per interval however
+//! many replicas share the database. Time travels by moving stored deadlines into the past.
+
+use std::{net::SocketAddr, time::Duration};
+
+use e2e::*;
+use identity_proto::pb;
+use sea_orm::ConnectionTrait;
+
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A replica whose janitor runs every `interval`, keeping nothing dead, with metrics.
+fn janitor_config(db: &TestDb, interval: Duration) -> (identity_service::Config, SocketAddr) {
+    let mut config = config(db);
+    config.janitor_interval = interval.into();
+    config.janitor_retention = Duration::ZERO.into();
+    config.login_failure_window = secs(1);
+    let metrics = free_address();
+    config.metrics_addr = Some(metrics);
+    (config, metrics)
+}
+
+/// The value of a counter in a Prometheus exposition (0 when absent).
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_janitor_deletes_what_is_past_its_life_and_nothing_alive() {
+    let db = TestDb::new().await;
+    // The janitor runs every 300 ms while the scene is set and after.
+    let (config, metrics) = janitor_config(&db, Duration::from_millis(300));
+    let service = Service::start(config).await;
+    let mut users = service.users();
+    sign_up(&mut users, "jan").await;
+    let mut auth = service.auth();
+
+    // 30 sessions: 10 logged out, 10 expired (their deadline moved into the past), 10 alive,
+    // each alive one refreshed twice (two spent refresh tokens, moved past their deadline).
+    let mut logins = Vec::new();
+    for _ in 0..30 {
+        logins.push(log_in(&mut auth, "jan").await);
+    }
+    for login in &logins[..10] {
+        auth.logout(bearer(pb::LogoutRequest {}, &login.access_token)).await.unwrap();
+    }
+    let mut alive = Vec::new();
+    for login in &logins[20..] {
+        let first = auth.refresh_token(pb::RefreshTokenRequest { refresh_token: login.refresh_token.clone() });
+        let first = first.await.unwrap().into_inner();
+        let second = auth.refresh_token(pb::RefreshTokenRequest { refresh_token: first.refresh_token.clone() });
+        alive.push((login.session_token.clone(), second.await.unwrap().into_inner().refresh_token));
+    }
+    let conn = db.connect().await;
+    let expired: Vec<String> = logins[10..20].iter().map(|login| format!("'{}'", login.session_id)).collect();
+    let living: Vec<String> = logins[20..].iter().map(|login| format!("'{}'", login.session_id)).collect();
+    let time_travel = [
+        format!("UPDATE sessions SET expires_at = 1 WHERE id IN ({})", expired.join(",")),
+        // The spent refresh tokens of the living sessions are past their own deadline.
+        format!(
+            "UPDATE refresh_tokens SET expires_at = 1 WHERE rotated_at IS NOT NULL AND session_id IN ({})",
+            living.join(",")
+        ),
+    ];
+    for sql in &time_travel {
+        conn.execute_unprepared(sql).await.unwrap();
+    }
+    // Three failed logins from three addresses: counters below the limit, forgotten in 1 s.
+    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let wrong = pb::LoginRequest { username: "jan".into(), password: "not the password".into() };
+        auth.login(from_address(wrong, ip)).await.unwrap_err();
+    }
+    eventually(Duration::from_secs(20), || async {
+        (count(&conn, "SELECT COUNT(*) FROM sessions").await == 10).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(20), || async {
+        (count(&conn, "SELECT COUNT(*) FROM login_attempts").await == 0).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(20), || async {
+        (count(&conn, "SELECT COUNT(*) FROM refresh_tokens").await == 10).then_some(())
+    })
+    .await;
+    assert_eq!(metric(metrics, "identity_janitor_rows_removed_total{table=\"sessions\"}").await, 20);
+    assert_eq!(metric(metrics, "identity_janitor_rows_removed_total{table=\"refresh_tokens\"}").await, 40);
+    assert!(metric(metrics, "identity_janitor_rows_removed_total{table=\"login_attempts\"}").await >= 3);
+    assert!(metric(metrics, "identity_janitor_runs_total").await >= 1);
+
+    // Everything alive still works: the sessions authenticate, their latest refresh tokens
+    // rotate, all at once.
+    let mut calls = Vec::new();
+    for (session_token, refresh_token) in alive {
+        let mut auth = service.auth();
+        calls.push(tokio::spawn(async move {
+            auth.authenticate(e2e::session_token(&session_token)).await.unwrap();
+            auth.refresh_token(pb::RefreshTokenRequest { refresh_token }).await.unwrap();
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    // The dead stay dead: a logged-out session's token is unknown.
+    let dead = service.auth().authenticate(e2e::session_token(&logins[0].session_token)).await;
+    assert_eq!(dead.unwrap_err().code(), tonic::Code::Unauthenticated);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_sharing_a_database_take_turns_one_janitor_run_per_interval_in_all() {
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        return; // replicas share PostgreSQL; SQLite is one process
+    }
+    let interval = Duration::from_millis(400);
+    let started = std::time::Instant::now();
+    // Three replicas at once, each wanting to run every interval.
+    let mut replicas = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let (config, metrics) = janitor_config(&db, interval);
+        replicas.push(Service::start(config));
+        addresses.push(metrics);
+    }
+    let replicas = futures::future::join_all(replicas).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut runs = 0;
+    for metrics in &addresses {
+        runs += metric(*metrics, "identity_janitor_runs_total").await;
+    }
+    let elapsed = started.elapsed();
+    // One run per interval in all (plus the first, and one for a tick at the edge); three
+    // replicas each on their own would have run about three times as often.
+    let most = (elapsed.as_millis() / interval.as_millis()) as u64 + 2;
+    assert!(runs >= 4, "the janitor hardly ran: {runs} runs in {elapsed:?}");
+    assert!(runs <= most, "{runs} janitor runs in {elapsed:?} at one per {interval:?}: replicas did not take turns");
+    for replica in replicas {
+        replica.stop().await.unwrap();
+    }
+}
