@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod attacks;
+mod backup;
 mod binaries;
 mod browser;
 mod faults;

@@ -6,8 +6,9 @@
 //! (a folder, a file per concern), `keys` (signing and verifying), `passwords` (argon2 and the
 //! policy), `throttle` (the login budget), `tokens` (opaque secrets, sealing), `events` (the
 //! bus), `settings`, `store` (opening the database), `entities` (the tables), `error`, `clock`,
-//! `blocking` (the CPU pool), `janitor` (deleting what is past its life). The contract they keep is in `docs/identity-service.md`.
+//! `blocking` (the CPU pool), `janitor` (deleting what is past its life), `backup` (a consistent copy of SQLite). The contract they keep is in `docs/identity-service.md`.
 
+pub mod backup;
 mod blocking;
 pub mod clock;
 mod entities;

@@ -33,12 +33,19 @@ impl Default for StoreOptions {
 /// Connects and migrates. SQLite files get WAL, `synchronous=NORMAL`, a busy timeout, and
 /// their directory created.
 pub async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection, CoreError> {
-    if let Some(dir) =
-        sqlite_file(url).and_then(|path| Path::new(path).parent()).filter(|dir| !dir.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|error| {
-            CoreError::internal(format!("cannot create the database directory {}: {error}", dir.display()))
-        })?;
+    if let Some(file) = sqlite_file(url).map(Path::new) {
+        if let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            owner_only_dirs(dir).map_err(|error| {
+                CoreError::internal(format!("cannot create the database directory {}: {error}", dir.display()))
+            })?;
+        }
+        // The file holds password hashes and signing keys: made readable by its owner only
+        // (SQLite gives its -wal and -shm files the same mode).
+        if !file.exists() && url.contains("mode=rwc") {
+            owner_only_file(file).map_err(|error| {
+                CoreError::internal(format!("cannot create the database {}: {error}", file.display()))
+            })?;
+        }
     }
     let timeout = options.timeout;
     let mut connect = ConnectOptions::new(url.to_owned());
@@ -110,6 +117,24 @@ impl StartupLock {
     }
 }
 
+/// Creates `dir` and its missing parents, those it creates readable by their owner only.
+fn owner_only_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates an empty file readable and writable by its owner only; fails if it exists.
+pub(crate) fn owner_only_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
 pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
@@ -120,7 +145,7 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), CoreError> {
 }
 
 /// The file of a `sqlite:` URL, unless it is in memory.
-fn sqlite_file(url: &str) -> Option<&str> {
+pub(crate) fn sqlite_file(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && path != ":memory:").then_some(path)

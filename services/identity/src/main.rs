@@ -1,8 +1,8 @@
 //! `identity-service`: parse the configuration once, bind, serve until Ctrl-C or SIGTERM.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use identity_service::Config;
 use stack_process::{Logging, bind, fail, parse, shutdown_signal};
 
@@ -17,10 +17,23 @@ const PROGRAM: &str = "identity-service";
 #[derive(Debug, Parser)]
 #[command(name = "identity-service", version, about = "The identity service: users, sessions and tokens over gRPC.")]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: Config,
     #[command(flatten)]
     logging: Logging,
+}
+
+/// What else the binary does than serve, against the configured database.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy the SQLite database (`IDENTITY_DATABASE_URL`) to PATH, consistently, while the
+    /// service runs; the copy is readable by its owner only. PATH must not exist.
+    Backup {
+        /// Where the copy goes.
+        path: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -31,6 +44,9 @@ async fn main() -> ExitCode {
     };
     cli.logging.init();
     let config = cli.config;
+    if let Some(Command::Backup { path }) = cli.command {
+        return backup(&config, &path).await;
+    }
     // Settings first: a bad value is reported before anything is opened or bound. Then the
     // database: the port is bound only once the service can answer.
     if let Err(error) = config.validate() {
@@ -47,6 +63,23 @@ async fn main() -> ExitCode {
     match opened.serve(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(PROGRAM, &error, error.exit_code()),
+    }
+}
+
+/// `identity-service backup PATH`: one line on stdout saying what was copied, or one on stderr.
+async fn backup(config: &Config, path: &std::path::Path) -> ExitCode {
+    match identity_core::backup::backup(config.database_url.expose(), path).await {
+        Ok(report) => {
+            println!(
+                "backed up {} users ({} bytes) to {} in {} ms",
+                report.users,
+                report.bytes,
+                report.path.display(),
+                report.took.as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(PROGRAM, format!("backup: {error}"), 1),
     }
 }
 
