@@ -19,10 +19,10 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         db.execute_unprepared(
-            "CREATE TABLE maintenance (task VARCHAR(64) NOT NULL PRIMARY KEY, next_run_at BIGINT NOT NULL)",
+            "CREATE TABLE maintenance (task VARCHAR(64) NOT NULL PRIMARY KEY, last_run_at BIGINT NOT NULL)",
         )
         .await?;
-        db.execute_unprepared("INSERT INTO maintenance (task, next_run_at) VALUES ('janitor', 0)").await?;
+        db.execute_unprepared("INSERT INTO maintenance (task, last_run_at) VALUES ('janitor', 0)").await?;
         for (name, table, column) in INDEXES {
             db.execute_unprepared(&format!("CREATE INDEX {name} ON {table} ({column})")).await?;
         }

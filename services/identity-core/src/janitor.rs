@@ -24,12 +24,14 @@ pub struct Swept {
 }
 
 impl Identity {
-    /// Claims the janitor's run for this interval: true for exactly one replica per
-    /// `interval`, however many ask at once.
+    /// Claims the janitor's run: true when the last run, by any replica, began at least
+    /// nine tenths of `interval` ago (a tick a little late must not skip a whole interval) —
+    /// for exactly one replica however many ask at once. A shorter interval set at a restart
+    /// applies at once.
     pub async fn claim_janitor_run(&self, interval: Duration) -> CoreResult<bool> {
         let now = clock::now_millis();
-        let claim = "UPDATE maintenance SET next_run_at = $2 WHERE task = 'janitor' AND next_run_at <= $1";
-        let values: [Value; 2] = [now.into(), now.saturating_add(clock::millis(interval)).into()];
+        let claim = "UPDATE maintenance SET last_run_at = $1 WHERE task = 'janitor' AND last_run_at <= $2";
+        let values: [Value; 2] = [now.into(), now.saturating_sub(clock::millis(interval) / 10 * 9).into()];
         let db = self.db();
         let result = db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), claim, values)).await?;
         Ok(result.rows_affected() == 1)
