@@ -141,27 +141,44 @@ fn nonsense_settings_exit_2_naming_the_setting() {
     }
 }
 
-#[test]
-fn help_documents_every_setting() {
-    let output = Command::new(binary("identity-service")).arg("--help").output().unwrap();
+/// The settings `program --help` names with `prefix`.
+fn settings_in_help(program: &str, prefix: &str) -> Vec<String> {
+    let output = Command::new(binary(program)).arg("--help").output().unwrap();
     assert!(output.status.success());
-    let help = String::from_utf8_lossy(&output.stdout);
-    for setting in [
-        "IDENTITY_DATABASE_URL",
-        "IDENTITY_GRPC_ADDR",
-        "IDENTITY_ISSUER",
-        "IDENTITY_AUDIENCE",
-        "IDENTITY_JWT_ALG",
-        "IDENTITY_JWT_SECRET",
-        "IDENTITY_ACCESS_TTL",
-        "IDENTITY_REFRESH_TTL",
-        "IDENTITY_SESSION_IDLE_TTL",
-        "IDENTITY_REFRESH_REUSE_GRACE",
-        "IDENTITY_BOOTSTRAP_MANAGER",
-        "LOG_FORMAT",
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut settings: Vec<String> = help
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|word| word.starts_with(prefix) && word.len() > prefix.len())
+        .map(str::to_owned)
+        .collect();
+    settings.sort();
+    settings.dedup();
+    settings
+}
+
+#[test]
+fn help_and_the_docs_name_every_setting() {
+    let docs = |pages: &[&str]| -> String {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        pages.iter().map(|page| std::fs::read_to_string(root.join(page)).unwrap()).collect()
+    };
+    for (program, prefix, pages, at_least) in [
+        ("identity-service", "IDENTITY_", &["identity-service.md"][..], 30),
+        ("graphql-facade", "FACADE_", &["graphql.md", "http.md"][..], 20),
     ] {
-        assert!(help.contains(setting), "--help does not mention {setting}");
+        let settings = settings_in_help(program, prefix);
+        assert!(settings.len() >= at_least, "{program} --help names only {settings:?}");
+        let documented = docs(pages);
+        for setting in &settings {
+            assert!(
+                documented.contains(&format!("`{setting}`")),
+                "{setting} ({program} --help) is not in docs/{pages:?}"
+            );
+        }
     }
+    let help = Command::new(binary("identity-service")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("backup") && help.contains("LOG_FORMAT"), "{help}");
 }
 
 fn grpcurl(args: &[&str]) -> String {
