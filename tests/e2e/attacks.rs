@@ -274,3 +274,42 @@ async fn undecodable_and_oversized_messages_are_the_callers_fault() {
     // The server is none the worse.
     sign_up(&mut service.users(), "zora").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nul_bytes_are_bad_input_and_never_take_the_service_out_of_rotation() {
+    let db = TestDb::new().await;
+    let service = Service::start(config(&db)).await;
+    sign_up(&mut service.users(), "nora").await;
+    let access = log_in(&mut service.auth(), "nora").await.access_token;
+    // A burst of strings with NUL and other control bytes where they would reach the
+    // database (PostgreSQL refuses a NUL in any string): a login, a user id, a session id.
+    let calls = (0..30).map(|n| {
+        let (mut auth, mut users, access) = (service.auth(), service.users(), access.clone());
+        async move {
+            match n % 3 {
+                0 => auth
+                    .login(pb::LoginRequest { username: format!("nora\0{n}"), password: PASSWORD.into() })
+                    .await
+                    .map(drop),
+                1 => users.get_user(bearer(pb::GetUserRequest { id: format!("\0{n}") }, &access)).await.map(drop),
+                _ => {
+                    let request = pb::RevokeSessionRequest { session_id: format!("x\u{1}{n}\0") };
+                    auth.revoke_session(bearer(request, &access)).await.map(drop)
+                }
+            }
+        }
+    });
+    for result in join_all(calls).await {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.get_details_bad_request().is_some(), "{status:?}");
+    }
+    // Health never wavered, and the user logs in.
+    let health = pb_health::health_client::HealthClient::new(service.channel())
+        .check(pb_health::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, pb_health::health_check_response::ServingStatus::Serving as i32);
+    log_in(&mut service.auth(), "nora").await;
+}

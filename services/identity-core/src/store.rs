@@ -165,15 +165,20 @@ fn is_unavailable(error: &DbErr) -> bool {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::BeginFailed => true,
-                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                    // SQLite: BUSY (5) and LOCKED (6), with their extended codes.
-                    // PostgreSQL: class 08 (connection exception), admin shutdown,
-                    // cannot connect now, too many connections.
+                sqlx::Error::Database(db) => {
+                    let Some(code) = db.code() else { return false };
                     let code = code.as_ref();
-                    code.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6)
-                        || code.starts_with("08")
-                        || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
-                }),
+                    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                        // SQLite: BUSY (5) and LOCKED (6), with their extended codes.
+                        code.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6)
+                    } else {
+                        // PostgreSQL's SQLSTATE: class 08 (connection exception), admin
+                        // shutdown, crash shutdown, cannot connect now, too many connections.
+                        // (Never SQLite's numbers: 22021, a NUL byte in a string, is 5 modulo
+                        // 256 and is the caller's fault.)
+                        code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+                    }
+                }
                 _ => false,
             }
         }

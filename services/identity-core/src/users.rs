@@ -200,6 +200,10 @@ pub(crate) fn check_login(field: &'static str, login: &str) -> CoreResult<()> {
     if login.chars().count() > limits::LOGIN_CHARS {
         return Err(CoreError::invalid(field, format!("must be at most {} characters", limits::LOGIN_CHARS)));
     }
+    // No username or email holds one; PostgreSQL refuses a NUL in any string.
+    if login.chars().any(char::is_control) {
+        return Err(CoreError::invalid(field, "must not contain control characters"));
+    }
     Ok(())
 }
 
@@ -210,6 +214,10 @@ pub(crate) fn check_id(field: &'static str, id: &str) -> CoreResult<()> {
     }
     if id.len() > limits::ID_BYTES {
         return Err(CoreError::invalid(field, format!("must be at most {} bytes", limits::ID_BYTES)));
+    }
+    // Ids are UUIDs: letters, digits and hyphens.
+    if !id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-') {
+        return Err(CoreError::invalid(field, "is not an id (letters, digits and - only)"));
     }
     Ok(())
 }
