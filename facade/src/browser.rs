@@ -89,13 +89,13 @@ impl Cookies {
         Ok(token)
     }
 
-    /// Keeps a well-formed CSRF cookie the client already has; sets one otherwise.
-    pub async fn ensure_csrf(&self, jar: &CookieJar) -> Result<(), ApiError> {
-        let present = jar.get(CSRF_COOKIE).is_some_and(|cookie| well_formed(cookie.value_str()));
-        if !present {
-            self.rotate_csrf(jar).await?;
+    /// Keeps a well-formed CSRF cookie the client already has; sets one otherwise. The token
+    /// the client now holds.
+    pub async fn ensure_csrf(&self, jar: &CookieJar) -> Result<String, ApiError> {
+        match jar.get(CSRF_COOKIE).map(|cookie| cookie.value_str().to_owned()) {
+            Some(token) if well_formed(&token) => Ok(token),
+            _ => self.rotate_csrf(jar).await,
         }
-        Ok(())
     }
 }
 

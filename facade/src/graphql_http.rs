@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use async_graphql::{
     Variables,
-    http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
 use poem::{
@@ -149,12 +148,7 @@ pub async fn get(
 ) -> Response {
     let accept = request.header(header::ACCEPT).unwrap_or_default();
     if !pairs.contains_key("query") && state.graphiql && accept.contains("text/html") {
-        let page = GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("identity")
-            .finish();
-        return Response::builder().content_type("text/html; charset=utf-8").body(page);
+        return crate::graphiql::page();
     }
     let Some(format) = negotiate(Some(accept)) else {
         return not_acceptable();

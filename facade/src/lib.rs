@@ -16,6 +16,7 @@ pub mod convert;
 pub mod credential;
 pub mod discovery;
 pub mod error;
+pub mod graphiql;
 pub mod graphql;
 pub mod graphql_http;
 pub mod graphql_ws;
@@ -94,7 +95,8 @@ pub async fn serve(
         }),
     });
     let app = Route::new()
-        .at("/", get(pages::Demo::new()))
+        .at("/", get(pages::HtmlPage::demo()))
+        .at(format!("/graphiql/{}/:name", graphiql::VERSION), get(graphiql::asset))
         .at("/graphql", get(graphql_http::get).post(graphql_http::post))
         .at("/graphql/ws", get(graphql_ws::upgrade))
         .nest("/api", rest::routes())

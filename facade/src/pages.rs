@@ -66,49 +66,62 @@ pub fn metrics(Data(state): Data<&Arc<AppState>>) -> Response {
 /// The demo page: the whole cookie flow in a few lines of script.
 const DEMO: &str = include_str!("../static/index.html");
 
-/// `GET /`: the demo page, under a CSP that allows its own inline script and style (by hash)
-/// and nothing else: no other script, no framing, requests to this origin only.
-pub struct Demo {
+/// An HTML page of ours, served under a Content-Security-Policy that names each of its inline
+/// scripts and styles by hash: no other inline script runs, no framing, requests to this
+/// origin only.
+pub struct HtmlPage {
+    body: &'static str,
     policy: String,
 }
 
-impl Demo {
-    pub fn new() -> Self {
+impl HtmlPage {
+    /// `sources`: what the page may load besides its inline blocks, per directive (e.g.
+    /// `("script-src", "'self'")`).
+    pub fn new(body: &'static str, sources: &[(&str, &str)]) -> Self {
         let hashes = |open: &str, close: &str| -> String {
-            DEMO.split(open)
+            body.split(open)
                 .skip(1)
-                .filter_map(|rest| rest.split_once('>').and_then(|(_, body)| body.split_once(close)))
-                .map(|(body, _)| format!("'sha256-{}'", STANDARD.encode(Sha256::digest(body.as_bytes()))))
+                .filter_map(|rest| rest.split_once('>').and_then(|(_, block)| block.split_once(close)))
+                .map(|(block, _)| format!("'sha256-{}'", STANDARD.encode(Sha256::digest(block.as_bytes()))))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        let extra = |directive: &str| -> String {
+            sources.iter().filter(|(name, _)| *name == directive).map(|(_, source)| format!(" {source}")).collect()
+        };
         let policy = format!(
-            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src {}{}; style-src {}{}; connect-src 'self'; img-src 'self'{}; \
+             font-src 'self'{}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             hashes("<script", "</script>"),
+            extra("script-src"),
             hashes("<style", "</style>"),
+            extra("style-src"),
+            extra("img-src"),
+            extra("font-src"),
         );
-        Demo { policy }
+        HtmlPage { body, policy }
     }
-}
 
-impl Default for Demo {
-    fn default() -> Self {
-        Self::new()
+    /// The demo page at `/`: inline script and style only.
+    pub fn demo() -> Self {
+        Self::new(DEMO, &[])
     }
-}
 
-impl poem::Endpoint for Demo {
-    type Output = Response;
-
-    async fn call(&self, _request: poem::Request) -> poem::Result<Response> {
-        Ok(Response::builder()
+    pub fn response(&self) -> Response {
+        Response::builder()
             .content_type("text/html; charset=utf-8")
             .header("content-security-policy", self.policy.as_str())
             .header("x-frame-options", "DENY")
             .header(header::CACHE_CONTROL, "no-cache")
-            .body(DEMO)
-            .into_response())
+            .body(self.body)
+    }
+}
+
+impl poem::Endpoint for HtmlPage {
+    type Output = Response;
+
+    async fn call(&self, _request: poem::Request) -> poem::Result<Response> {
+        Ok(self.response().into_response())
     }
 }
 
@@ -118,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_demo_policy_names_its_inline_script_and_style() {
-        let policy = Demo::new().policy;
+        let policy = HtmlPage::demo().policy;
         assert!(policy.contains("script-src 'sha256-"), "{policy}");
         assert!(policy.contains("style-src 'sha256-"), "{policy}");
         assert!(!policy.contains("unsafe-inline"));

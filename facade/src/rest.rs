@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use poem::{Request, web::Data};
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::Json};
 
 use crate::{
     context::{CsrfRule, RequestContext},
@@ -41,6 +41,16 @@ pub struct UserView {
     pub date_joined: String,
     /// RFC 3339; null before the first login.
     pub last_login: Option<String>,
+}
+
+/// The CSRF token, as the `csrftoken` cookie also holds it (for clients that cannot read
+/// cookies, such as this API's Swagger UI: paste it into `X-CSRFToken`).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CsrfToken {
+    /// `CSRF cookie set`.
+    pub detail: String,
+    pub csrf_token: String,
 }
 
 #[derive(Debug, Object)]
@@ -123,16 +133,21 @@ fn bad_login(error: poem::Error) -> LoginAnswer {
     LoginAnswer::BadRequest(detail(format!("send JSON {{\"username\": ..., \"password\": ...}}: {error}")))
 }
 
+/// `X-CSRFToken`, declared so that the document (and Swagger UI's "Try it out") shows it; the
+/// request context reads and checks it, with the other credential rules, so a missing one is
+/// the same 403 everywhere.
+type CsrfHeader = Header<Option<String>>;
+
 pub struct Api;
 
 #[OpenApi]
 impl Api {
-    /// Sets the `csrftoken` cookie (readable by script). Send its value back in `X-CSRFToken`
-    /// on every cookie-authenticated write.
+    /// Sets the `csrftoken` cookie (readable by script) unless it is already set, and shows
+    /// its value. Send it back in `X-CSRFToken` on every cookie-authenticated write.
     #[oai(path = "/csrf", method = "get")]
-    async fn csrf(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<Detail> {
-        state.cookies.ensure_csrf(request.cookie()).await?;
-        Ok(detail("CSRF cookie set"))
+    async fn csrf(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<CsrfToken> {
+        let csrf_token = state.cookies.ensure_csrf(request.cookie()).await?;
+        Ok(Json(CsrfToken { detail: "CSRF cookie set".into(), csrf_token }))
     }
 
     /// Logs in with username (or email) and password: a new session in the HttpOnly
@@ -144,6 +159,7 @@ impl Api {
         request: &Request,
         Data(state): Data<&Arc<AppState>>,
         body: Json<Credentials>,
+        #[oai(name = "X-CSRFToken")] _csrf: CsrfHeader,
     ) -> Result<LoginAnswer, ErrorResponse> {
         let context =
             RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, CsrfRule::Always)
@@ -157,7 +173,12 @@ impl Api {
     /// Ends the session and clears `sessionid` (`Max-Age=0`). Succeeds also without a session.
     /// A cookie-authenticated logout needs `X-CSRFToken`.
     #[oai(path = "/logout", method = "post")]
-    async fn logout(&self, request: &Request, Data(state): Data<&Arc<AppState>>) -> Answer<Detail> {
+    async fn logout(
+        &self,
+        request: &Request,
+        Data(state): Data<&Arc<AppState>>,
+        #[oai(name = "X-CSRFToken")] _csrf: CsrfHeader,
+    ) -> Answer<Detail> {
         let context =
             RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, CsrfRule::CookieWrites)
                 .await?;

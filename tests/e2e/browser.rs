@@ -25,15 +25,18 @@ async fn the_cookie_flow_logs_in_reads_me_and_logs_out() {
     let mut browser = Browser::new(&stack.facade);
 
     let (status, _, body) = browser.get("/api/csrf").await;
-    assert_eq!((status, body), (200, json!({"detail": "CSRF cookie set"})));
+    assert_eq!((status, &body["detail"]), (200, &json!("CSRF cookie set")));
     let csrf = browser.set_cookie("csrftoken").expect("csrftoken set").to_owned();
+    // The body shows the token the cookie holds (for clients that cannot read cookies).
+    assert_eq!(body["csrfToken"], browser.csrf(), "{body}");
     assert!(!attribute(&csrf, "HttpOnly"), "script must read the CSRF cookie: {csrf}");
     assert_eq!(attribute_value(&csrf, "SameSite"), Some("Lax"));
     assert_eq!(attribute_value(&csrf, "Path"), Some("/"));
-    // A second visit keeps the token the page already read.
+    // A second visit keeps the token the page already read, and shows it again.
     let token = browser.csrf();
-    browser.get("/api/csrf").await;
+    let (_, _, again) = browser.get("/api/csrf").await;
     assert_eq!(browser.csrf(), token);
+    assert_eq!(again["csrfToken"], token);
 
     let (status, _, body) = browser.post("/api/login", json!({"username": "ann", "password": PASSWORD}), true).await;
     assert_eq!(status, 200, "{body}");
