@@ -35,9 +35,46 @@ impl From<pb::User> for User {
     }
 }
 
+/// (device, browser, system) of a `User-Agent`, for people, by woothee's table.
+pub fn describe_user_agent(user_agent: &str) -> (String, String, String) {
+    static PARSER: std::sync::LazyLock<woothee::parser::Parser> =
+        std::sync::LazyLock::new(woothee::parser::Parser::new);
+    let known = |value: &str| !value.is_empty() && value != woothee::woothee::VALUE_UNKNOWN;
+    let Some(parsed) = PARSER.parse(user_agent) else {
+        return ("unknown device".into(), "unknown browser".into(), "unknown system".into());
+    };
+    let device = match parsed.category {
+        "pc" => "computer",
+        "smartphone" | "mobilephone" => {
+            if user_agent.contains("iPad") || (parsed.os == "Android" && !user_agent.contains("Mobile")) {
+                "tablet"
+            } else {
+                "phone"
+            }
+        }
+        "crawler" => "bot",
+        "appliance" => "appliance",
+        _ => "unknown device",
+    };
+    // "156.0.0.0" reads as 156, "128.0" as 128, "17.5" stays.
+    let version = parsed.version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let version = version.strip_suffix(".0").unwrap_or(&version);
+    let browser = match (known(parsed.name), known(version)) {
+        (true, true) => format!("{} {}", parsed.name, version),
+        (true, false) => parsed.name.to_owned(),
+        _ => "unknown browser".to_owned(),
+    };
+    let os = if known(parsed.os) { parsed.os.to_owned() } else { "unknown system".to_owned() };
+    (device.to_owned(), browser, os)
+}
+
 impl From<pb::Session> for Session {
     fn from(session: pb::Session) -> Self {
+        let (device, browser, os) = describe_user_agent(&session.user_agent);
         Session {
+            device,
+            browser,
+            os,
             id: ID(session.id),
             created_at: time(session.created_at.as_ref()),
             last_seen_at: time(session.last_seen_at.as_ref()),
@@ -138,5 +175,23 @@ mod tests {
         assert_eq!((graphql.profile.role.as_str(), graphql.last_login), ("manager", None));
         let rest = UserView::from(user);
         assert_eq!(rest.date_joined, "2023-11-14T22:13:20+00:00");
+    }
+
+    #[test]
+    fn user_agents_read_as_devices_and_browsers() {
+        let chrome_linux =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+        let (device, browser, os) = describe_user_agent(chrome_linux);
+        assert_eq!((device.as_str(), os.as_str()), ("computer", "Linux"));
+        assert_eq!(browser, "Chrome 126");
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+        let (device, browser, os) = describe_user_agent(iphone);
+        assert_eq!((device.as_str(), os.as_str()), ("phone", "iPhone"));
+        assert!(browser.starts_with("Safari"), "{browser}");
+        let (device, browser, os) = describe_user_agent("");
+        assert_eq!(
+            (device.as_str(), browser.as_str(), os.as_str()),
+            ("unknown device", "unknown browser", "unknown system")
+        );
     }
 }

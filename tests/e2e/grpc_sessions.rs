@@ -338,3 +338,51 @@ async fn shutting_down_ends_open_watch_streams_instead_of_waiting_for_them() {
     let end = tokio::time::timeout(Duration::from_secs(15), stream.next()).await.expect("the stream ends");
     assert!(!matches!(end, Some(Ok(_))), "{end:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_out_everywhere_else_ends_every_other_session_once_even_when_two_devices_ask_at_once() {
+    let db = TestDb::new().await;
+    let service = Service::start(config(&db)).await;
+    sign_up(&mut service.users(), "elle").await;
+    let mut auth = service.auth();
+    let mut logins = Vec::new();
+    for _ in 0..8 {
+        logins.push(log_in(&mut auth, "elle").await);
+    }
+    // Two devices ask at once while the others keep calling.
+    let ask = |login: &pb::LoginResponse| {
+        let (mut auth, token) = (service.auth(), login.access_token.clone());
+        async move {
+            match auth.revoke_other_sessions(bearer(pb::RevokeOtherSessionsRequest {}, &token)).await {
+                Ok(answer) => answer.into_inner().revoked_sessions,
+                // The other device was faster and ended this one first.
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+                    0
+                }
+            }
+        }
+    };
+    let busy = logins[2..].iter().map(|login| {
+        let (mut auth, token) = (service.auth(), login.session_token.clone());
+        async move {
+            for _ in 0..5 {
+                let _ = auth.authenticate(session_token(&token)).await;
+            }
+        }
+    });
+    let (first, second, _) = tokio::join!(ask(&logins[0]), ask(&logins[1]), futures::future::join_all(busy));
+    let mut dead = 0;
+    for login in &logins {
+        if service.auth().authenticate(session_token(&login.session_token)).await.is_err() {
+            dead += 1;
+        }
+    }
+    // Every session but (at most) the two askers ended, each counted by exactly one answer.
+    assert!(dead >= 6, "{dead} of 8 sessions ended");
+    assert_eq!(first + second, dead, "revocations counted {first} + {second}, {dead} sessions ended");
+    for login in &logins[2..] {
+        let refused = service.auth().authenticate(session_token(&login.session_token)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+}

@@ -47,3 +47,17 @@ async fn graphiql_runs_offline_and_a_logged_in_browser_runs_mutations() {
     let changed = stack.identity.users().get_user(request).await.unwrap().into_inner().user.unwrap();
     assert_eq!(changed.email, report["email"].as_str().unwrap());
 }
+
+#[tokio::test]
+async fn the_account_page_shows_devices_and_revokes_one_session_then_every_other() {
+    let stack = Stack::start().await;
+    sign_up(&mut stack.identity.users(), "ada").await;
+    let report = drive("account", &stack, "ada").await;
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    // What the page left is what the service holds: one live session.
+    let login = log_in(&mut stack.identity.auth(), "ada").await;
+    let request = bearer(identity_proto::pb::ListSessionsRequest::default(), &login.access_token);
+    let listed = stack.identity.auth().list_sessions(request).await.unwrap().into_inner();
+    assert_eq!(listed.sessions.len(), 2, "the page's session and this one");
+}

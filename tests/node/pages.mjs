@@ -127,7 +127,76 @@ async function graphiql(context) {
   return { email };
 }
 
-const scenarios = { swagger, graphiql };
+const AGENTS = {
+  desktop: 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36',
+  phone: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1',
+  laptop: 'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0',
+};
+
+async function meStatus(page) {
+  return within(page.evaluate(async () => (await fetch('/api/me', { credentials: 'same-origin' })).status), 'GET /api/me');
+}
+
+async function sessionRows(page, count) {
+  await page.waitForFunction((n) => document.querySelectorAll("#sessions li.session").length === n, count, { timeout: TIMEOUT })
+    .catch(async (error) => { throw new Error(`${error.message.split("\n")[0]}; status: ${await page.textContent("#status")}; rows: ${await page.locator("#sessions li").count()}`); });
+  return page.locator('#sessions li.session').evaluateAll((items) => items.map((item) => ({
+    current: item.dataset.current === 'true',
+    text: item.innerText,
+    revoke: Boolean(item.querySelector('button.revoke')),
+  })));
+}
+
+async function account(context, browser) {
+  // Two other devices sign in first.
+  const devices = {};
+  for (const name of ['phone', 'laptop']) {
+    const other = await browser.newContext({ userAgent: AGENTS[name] });
+    await offline(other, base);
+    const page = await other.newPage();
+    await page.goto(`${base}/`, { timeout: TIMEOUT });
+    const login = await cookieLogin(page);
+    check(`account-${name}-signs-in`, login.status === 200, JSON.stringify(login));
+    devices[name] = page;
+  }
+  const page = await context.newPage();
+  await page.goto(`${base}/`, { timeout: TIMEOUT });
+  await page.waitForSelector('body[data-ready="true"]', { state: 'attached', timeout: TIMEOUT });
+  await page.fill('#username', username);
+  await page.fill('#password', password);
+  await page.click('#login');
+  let rows = await sessionRows(page, 3);
+  const current = rows.filter((row) => row.current);
+  check('account-one-this-device', current.length === 1 && current[0].text.includes('This device'), JSON.stringify(rows));
+  check('account-this-device-reads-as-chrome-on-linux', /Chrome 156 on Linux/.test(current[0].text), current[0].text);
+  check('account-this-device-has-no-revoke', !current[0].revoke, JSON.stringify(current[0]));
+  const phone = rows.find((row) => row.text.includes('iPhone'));
+  check('account-phone-reads-as-safari-on-iphone', phone && /Safari[^\n]* on iPhone/.test(phone.text) && phone.text.includes('phone'), JSON.stringify(rows));
+  const laptop = rows.find((row) => row.text.includes('Firefox'));
+  check('account-laptop-reads-as-firefox-on-windows', laptop && /Firefox 128 on Windows/.test(laptop.text), JSON.stringify(rows));
+  check('account-shows-address-and-time', rows.every((row) => row.text.includes('127.0.0.1') && row.text.includes('signed in')), JSON.stringify(rows));
+  await page.locator('main').screenshot({ path: `${shots}/account.png` });
+
+  // Revoke the phone: it is signed out at once.
+  await page.locator('#sessions li.session', { hasText: 'iPhone' }).locator('button.revoke').click();
+  rows = await sessionRows(page, 2);
+  check('account-phone-gone-from-list', !rows.some((row) => row.text.includes('iPhone')), JSON.stringify(rows));
+  check('account-phone-signed-out', (await meStatus(devices.phone)) === 401);
+  check('account-laptop-still-in', (await meStatus(devices.laptop)) === 200);
+
+  // Everywhere else: the laptop too; this device stays.
+  await page.click('#revoke-others');
+  rows = await sessionRows(page, 1);
+  check('account-only-this-device-left', rows[0].current, JSON.stringify(rows));
+  check('account-laptop-signed-out', (await meStatus(devices.laptop)) === 401);
+  check('account-this-device-still-in', (await meStatus(page)) === 200);
+  const status = await page.textContent('#status');
+  check('account-says-what-it-did', status.includes('Signed out everywhere else (1 session)'), status);
+  await page.locator('main').screenshot({ path: `${shots}/account-after.png` });
+  return { rows };
+}
+
+const scenarios = { swagger, graphiql, account };
 let browser = null;
 let failed = false;
 let details = {};
@@ -135,7 +204,7 @@ let blocked = [];
 try {
   if (!scenarios[scenario]) throw new Error(`unknown scenario ${scenario}`);
   browser = await launch();
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, userAgent: AGENTS.desktop });
   blocked = await offline(context, base);
   details = await scenarios[scenario](context, browser);
 } catch (error) {

@@ -46,8 +46,22 @@ pub struct Session {
     pub idle_expires_at: DateTime<Utc>,
     pub client_ip: String,
     pub user_agent: String,
+    /// What the user agent says it is, for people: `computer`, `phone`, `tablet`, `bot` or
+    /// `unknown device`.
+    pub device: String,
+    /// `Chrome 126`, `Safari 17.5`, `curl 8.5.0`, or `unknown browser`.
+    pub browser: String,
+    /// `Linux`, `Mac OSX`, `Windows 10`, `iPhone`, `Android`, or `unknown system`.
+    pub os: String,
     /// True for the session of this request.
     pub current: bool,
+}
+
+/// `revokeOtherSessions`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct RevokeOtherSessions {
+    /// How many sessions were revoked.
+    pub revoked: i32,
 }
 
 /// `tokenAuth`: django-graphql-jwt's shape, plus the user.

@@ -77,6 +77,13 @@ impl Identity {
         self.revoke(&session.id, RevokeReason::Revoked).await.map(|_| ())
     }
 
+    /// Every live session of the caller but the one calling ("log out everywhere else"); how
+    /// many were revoked.
+    pub async fn revoke_other_sessions(&self, caller: Option<&Principal>) -> CoreResult<u32> {
+        let caller = caller.ok_or(CoreError::Unauthenticated)?;
+        self.revoke_user_sessions(&caller.user.id, RevokeReason::Revoked, Some(&caller.session_id)).await
+    }
+
     /// Revokes one session. Returns whether this call revoked it; either way, if the session is
     /// revoked its REVOKED event is published (a revocation this process had not heard of, made
     /// elsewhere, reaches its caches and watchers that way).

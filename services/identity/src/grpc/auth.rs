@@ -135,6 +135,17 @@ impl AuthService for Auth {
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
 
+    async fn revoke_other_sessions(
+        &self,
+        request: Request<pb::RevokeOtherSessionsRequest>,
+    ) -> Result<Response<pb::RevokeOtherSessionsResponse>, Status> {
+        let caller = caller(&self.identity, &request).await.status()?;
+        let revoked = self.identity.revoke_other_sessions(caller.as_ref()).await.status()?;
+        Ok(Response::new(pb::RevokeOtherSessionsResponse {
+            revoked_sessions: i32::try_from(revoked).unwrap_or(i32::MAX),
+        }))
+    }
+
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
         let keys = self
             .identity
