@@ -53,3 +53,135 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_login_budget() {
     // And the guessing client is still locked out, whatever it prepends.
     assert_eq!(token_auth_via_proxy(&stack.facade, "203.0.113.20, 198.51.100.7", PASSWORD).await, "TOO_MANY_REQUESTS");
 }
+
+const DEPLOY: &str = include_str!("../../docs/deploy.md");
+
+/// docs/deploy.md's nginx block, pointed at `facade` and listening on loopback ports, with
+/// the test's certificate. Every substitution must apply: a change to the docs shows here.
+fn documented_nginx(facade: std::net::SocketAddr, tls: u16, plain: u16, pki: &Pki) -> String {
+    let start = DEPLOY.find("```nginx\n").expect("docs/deploy.md has an nginx block") + "```nginx\n".len();
+    let mut block = DEPLOY[start..start + DEPLOY[start..].find("```").unwrap()].to_owned();
+    for (from, to) in [
+        ("server 10.0.2.1:8080;\n    server 10.0.2.2:8080;", format!("server {facade};")),
+        ("listen 443 ssl http2;", format!("listen 127.0.0.1:{tls} ssl http2;")),
+        ("listen 80;", format!("listen 127.0.0.1:{plain};")),
+        ("/etc/ssl/auth.example.com/fullchain.pem", Pki::path(&pki.server_cert).to_owned()),
+        ("/etc/ssl/auth.example.com/privkey.pem", Pki::path(&pki.server_key).to_owned()),
+    ] {
+        assert!(block.contains(from), "docs/deploy.md's nginx block no longer has {from:?}");
+        block = block.replace(from, &to);
+    }
+    block
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A client of the proxy from its own loopback address (the proxy is 127.0.0.1), trusting the
+/// test CA.
+fn client_from(address: &str, pki: &Pki) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn graphql_via(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+    spoof: Option<&str>,
+) -> serde_json::Value {
+    let mut request = client.post(url).json(&body);
+    if let Some(spoof) = spoof {
+        request = request.header("x-forwarded-for", spoof);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget() {
+    let nginx = std::path::Path::new("/usr/sbin/nginx");
+    assert!(nginx.exists(), "nginx is not installed (.ci/tools installs Debian's nginx-light)");
+    let db = TestDb::new().await;
+    let identity = config(&db);
+    let stack = Stack::start_with(db, identity, |facade| {
+        facade.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    sign_up(&mut stack.identity.users(), "nia").await;
+
+    // nginx with the documented block, over TLS, in front of the facade.
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, plain) = (free_port(), free_port());
+    let root = dir.path().display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
+         events {{ worker_connections 128; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n\
+         fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n{}\n}}\n",
+        documented_nginx(stack.facade.addr, tls, plain, &pki)
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut proxy = tokio::process::Command::new(nginx)
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{tls}/graphql");
+    let user = client_from("127.0.0.2", &pki);
+    eventually(std::time::Duration::from_secs(10), || async {
+        user.get(format!("https://127.0.0.1:{tls}/healthz")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+
+    // An attacker at 127.0.0.3 guesses at once, each guess claiming another address.
+    let attacker = client_from("127.0.0.3", &pki);
+    let guess = |n: usize| {
+        let (attacker, url) = (attacker.clone(), url.clone());
+        async move {
+            let body =
+                json!({"query": "mutation { tokenAuth(username: \"nia\", password: \"wrong guess\") { token } }"});
+            let answer = graphql_via(&attacker, &url, body, Some(&format!("203.0.113.{n}"))).await;
+            error_code(&answer).to_owned()
+        }
+    };
+    let codes = join_all((0..12).map(guess)).await;
+    let throttled = codes.iter().filter(|code| *code == "TOO_MANY_REQUESTS").count();
+    assert!(throttled >= 7, "a made-up X-Forwarded-For got the attacker past its budget: {codes:?}");
+
+    // The real user, another client, logs in through nginx at once, and is seen at its own
+    // address; the attacker stays locked out even with the right password.
+    let login =
+        json!({"query": format!("mutation {{ tokenAuth(username: \"nia\", password: \"{PASSWORD}\") {{ token }} }}")});
+    let answer = graphql_via(&user, &url, login.clone(), None).await;
+    let token = answer["data"]["tokenAuth"]["token"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    let sessions = user
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ sessions { clientIp current } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(sessions["data"]["sessions"][0]["clientIp"], "127.0.0.2", "{sessions}");
+    let locked = graphql_via(&attacker, &url, login, None).await;
+    assert_eq!(error_code(&locked), "TOO_MANY_REQUESTS", "{locked}");
+
+    // Plain HTTP is sent to HTTPS.
+    let redirect = user.get(format!("http://127.0.0.1:{plain}/graphql")).send().await.unwrap();
+    assert_eq!(redirect.status(), 301);
+    assert!(redirect.headers()["location"].to_str().unwrap().starts_with("https://"));
+    proxy.kill().await.unwrap();
+}
