@@ -282,8 +282,17 @@ async fn a_replica_that_lost_its_listener_trusts_no_cache_and_listens_again_by_i
     let before = heard(&scrape(metrics).await);
     a.auth().logout(bearer(pb::LogoutRequest {}, &second.access_token)).await.unwrap();
     within(Duration::from_secs(5), async || refused_on(&b, &second.access_token).await).await;
-    // The lag is recorded right after the event is applied: look again until it shows.
-    within(Duration::from_secs(5), async || heard(&scrape(metrics).await) > before).await;
+    // The lag is recorded right after the event is applied: look again until it shows (and
+    // say what the replica reports if it never does).
+    for _ in 0..100 {
+        if heard(&scrape(metrics).await) > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = scrape(metrics).await;
+    let events: Vec<&str> = text.lines().filter(|line| line.starts_with("identity_event")).collect();
+    panic!("the revocation was refused but not heard through the listener ({before} before):\n{}", events.join("\n"));
 }
 
 #[tokio::test]
