@@ -75,11 +75,6 @@ fn run_watching(program: &str, env: &[(&str, &str)], watched: &[std::net::Socket
     (output.status.code().unwrap_or(-1), stderr, accepted)
 }
 
-/// A port nothing listens on (now).
-fn free_address() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[test]
 fn the_stack_fails_to_start_exactly_as_the_identity_service_does_and_listens_on_nothing_meanwhile() {
     let cases: [(&[(&str, &str)], i32); 4] = [
@@ -271,23 +266,9 @@ pub async fn sign_up_and_discover(http: &str, username: &str) -> (serde_json::Va
     let query = format!(
         "mutation {{ createUser(username: \"{username}\", password: \"correct horse battery\", email: \"{username}@example.com\") {{ user {{ username }} token }} }}"
     );
-    let created = client
-        .post(format!("http://{http}/graphql"))
-        .json(&serde_json::json!({ "query": query }))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
-    let discovery = client
-        .get(format!("http://{http}/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let created =
+        json_of(client.post(format!("http://{http}/graphql")).json(&serde_json::json!({ "query": query }))).await;
+    let discovery = json_of(client.get(format!("http://{http}/.well-known/openid-configuration"))).await;
     (created, discovery)
 }
 

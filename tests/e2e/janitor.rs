@@ -8,10 +8,6 @@ use e2e::*;
 use identity_proto::pb;
 use sea_orm::ConnectionTrait;
 
-fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// A replica whose janitor runs every `interval`, keeping nothing dead, with metrics.
 fn janitor_config(db: &TestDb, interval: Duration) -> (identity_service::Config, SocketAddr) {
     let mut config = config(db);

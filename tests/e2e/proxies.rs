@@ -10,19 +10,12 @@ use serde_json::json;
 /// A `tokenAuth` through the facade as if relayed by a proxy for `forwarded_for`; the error
 /// code, or "" when it logged in.
 async fn token_auth_via_proxy(facade: &Facade, forwarded_for: &str, password: &str) -> String {
-    let body = reqwest::Client::new()
-        .post(facade.url())
-        .header("x-forwarded-for", forwarded_for)
-        .json(&json!({
+    let body =
+        json_of(reqwest::Client::new().post(facade.url()).header("x-forwarded-for", forwarded_for).json(&json!({
             "query": "mutation($p: String!) { tokenAuth(username: \"pia\", password: $p) { token } }",
             "variables": {"p": password},
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+        })))
+        .await;
     if body["data"]["tokenAuth"]["token"].is_string() { String::new() } else { error_code(&body).to_owned() }
 }
 
@@ -74,10 +67,6 @@ fn documented_nginx(facade: std::net::SocketAddr, tls: u16, plain: u16, pki: &Pk
     block
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A client of the proxy from its own loopback address (the proxy is 127.0.0.1), trusting the
 /// test CA.
 fn client_from(address: &str, pki: &Pki) -> reqwest::Client {
@@ -100,7 +89,7 @@ async fn graphql_via(
     if let Some(spoof) = spoof {
         request = request.header("x-forwarded-for", spoof);
     }
-    request.send().await.unwrap().json().await.unwrap()
+    json_of(request).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,7 +107,7 @@ async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget()
     // nginx with the documented block, over TLS, in front of the facade.
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let (tls, plain) = (free_port(), free_port());
+    let (tls, plain) = (free_address().port(), free_address().port());
     let root = dir.path().display();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
@@ -165,16 +154,8 @@ async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget()
         json!({"query": format!("mutation {{ tokenAuth(username: \"nia\", password: \"{PASSWORD}\") {{ token }} }}")});
     let answer = graphql_via(&user, &url, login.clone(), None).await;
     let token = answer["data"]["tokenAuth"]["token"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
-    let sessions = user
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&json!({"query": "{ sessions { clientIp current } }"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let sessions =
+        json_of(user.post(&url).bearer_auth(&token).json(&json!({"query": "{ sessions { clientIp current } }"}))).await;
     assert_eq!(sessions["data"]["sessions"][0]["clientIp"], "127.0.0.2", "{sessions}");
     let locked = graphql_via(&attacker, &url, login, None).await;
     assert_eq!(error_code(&locked), "TOO_MANY_REQUESTS", "{locked}");

@@ -185,7 +185,7 @@ fn the_stack_binary_speaks_tls_to_its_own_identity_service() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     // A fixed facade port: the issuer follows it.
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let http = free_address().to_string();
     let env = [
         ("FACADE_HTTP_ADDR", http.as_str()),
         ("IDENTITY_TLS_CERT", Pki::path(&pki.server_cert)),

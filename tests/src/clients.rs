@@ -150,6 +150,11 @@ impl WsClient {
 }
 
 /// The `extensions.code` of the first error of a response.
+/// Sends `request` and reads its JSON answer.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 pub fn error_code(body: &serde_json::Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
 }

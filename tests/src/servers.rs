@@ -20,6 +20,11 @@ pub fn config(db: &TestDb) -> Config {
     config
 }
 
+/// A loopback address nothing listens on (now): for a port a test must name in advance.
+pub fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 pub fn secs(n: u64) -> humantime::Duration {
     Duration::from_secs(n).into()
 }

@@ -61,12 +61,11 @@ pub async fn backup(url: &str, target: &Path) -> Result<BackupReport, BackupErro
     let partial = target.with_file_name(format!(".{}.partial-{}", file_name.to_string_lossy(), std::process::id()));
     owner_only_file(&partial)
         .map_err(|error| BackupError::Io(format!("cannot create {}: {error}", partial.display())))?;
-    let result = copy_into(url, &partial).await;
-    let report = match result {
-        Ok(()) => verify(&partial).await,
-        Err(error) => Err(error),
+    let checked = async {
+        copy_into(url, &partial).await?;
+        verify(&partial).await
     };
-    let users = match report {
+    let users = match checked.await {
         Ok(users) => users,
         Err(error) => {
             let _ = std::fs::remove_file(&partial);
