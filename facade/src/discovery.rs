@@ -1,6 +1,8 @@
 //! What relying parties need to verify our tokens — the JWK set and the token settings
-//! (issuer, algorithms) — fetched from the identity service and kept for a minute. While the
-//! identity service is down the last copy is served; before the first fetch, 503.
+//! (issuer, algorithms) — fetched from the identity service: for the JWK set route on every
+//! request (a key published there must be served at once: relying parties cache the set for
+//! its max-age), otherwise kept for a minute. While the identity service is down the last copy
+//! is served; before the first fetch, 503.
 
 use std::{
     sync::{Arc, RwLock},
@@ -60,6 +62,12 @@ impl TokenSettings {
         serde_json::json!({ "keys": keys })
     }
 
+    /// How long relying parties may cache the JWK set and this document, in seconds (five
+    /// minutes from an identity service that does not say).
+    pub fn max_age(&self) -> u64 {
+        self.settings.jwks_max_age.as_ref().map_or(300, |max_age| u64::try_from(max_age.seconds).unwrap_or(300))
+    }
+
     /// OpenID Connect discovery metadata, as far as it is true of this service: it issues
     /// access tokens verifiable from `jwks_uri`; it has no authorization endpoint.
     pub fn openid_configuration(&self) -> serde_json::Value {
@@ -90,9 +98,18 @@ impl Discovery {
     }
 
     pub async fn get(&self) -> Result<Arc<TokenSettings>, ApiError> {
+        self.get_within(FRESH_FOR).await
+    }
+
+    /// A copy fetched now (or, with the identity service down, the last one).
+    pub async fn fresh(&self) -> Result<Arc<TokenSettings>, ApiError> {
+        self.get_within(Duration::ZERO).await
+    }
+
+    async fn get_within(&self, fresh_for: Duration) -> Result<Arc<TokenSettings>, ApiError> {
         let cached = self.cached.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         if let Some((at, settings)) = &cached
-            && at.elapsed() < FRESH_FOR
+            && at.elapsed() < fresh_for
         {
             return Ok(settings.clone());
         }

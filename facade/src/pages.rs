@@ -13,30 +13,49 @@ use sha2::{Digest, Sha256};
 
 use crate::{error::json_response as json, state::AppState};
 
-/// How long relying parties may keep the JWK set and discovery document.
-const WELL_KNOWN_CACHE: &str = "public, max-age=300";
-
-/// `GET /.well-known/jwks.json`: every non-retired public key; never a private member.
+/// `GET /.well-known/jwks.json`: the next, current and retired public keys, never a private
+/// member; `Cache-Control: public, max-age` (`IDENTITY_JWKS_MAX_AGE`), a strong `ETag`, and 304
+/// to an `If-None-Match` naming it.
 #[handler]
-pub async fn jwks(Data(state): Data<&Arc<AppState>>) -> Response {
-    match state.discovery.get().await {
-        Ok(settings) => cacheable(json(StatusCode::OK, &settings.jwks_json())),
+pub async fn jwks(request: &poem::Request, Data(state): Data<&Arc<AppState>>) -> Response {
+    match state.discovery.fresh().await {
+        Ok(settings) => cacheable(request, &settings.jwks_json(), settings.max_age()),
         Err(error) => error.detail_response(),
     }
 }
 
 /// `GET /.well-known/openid-configuration`.
 #[handler]
-pub async fn openid_configuration(Data(state): Data<&Arc<AppState>>) -> Response {
+pub async fn openid_configuration(request: &poem::Request, Data(state): Data<&Arc<AppState>>) -> Response {
     match state.discovery.get().await {
-        Ok(settings) => cacheable(json(StatusCode::OK, &settings.openid_configuration())),
+        Ok(settings) => cacheable(request, &settings.openid_configuration(), settings.max_age()),
         Err(error) => error.detail_response(),
     }
 }
 
-fn cacheable(mut response: Response) -> Response {
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static(WELL_KNOWN_CACHE));
-    response
+/// A public, cacheable JSON document with a strong ETag (a hash of its bytes): 304 without a
+/// body when the request's `If-None-Match` names it (or is `*`).
+fn cacheable(request: &poem::Request, body: &serde_json::Value, max_age: u64) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let tag: String = digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect();
+    let etag = format!("\"{tag}\"");
+    let matches = request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate == etag);
+    let builder = Response::builder()
+        .header(header::CACHE_CONTROL, format!("public, max-age={max_age}"))
+        .header(header::ETAG, etag);
+    if matches {
+        builder.status(StatusCode::NOT_MODIFIED).finish()
+    } else {
+        builder.status(StatusCode::OK).content_type("application/json").body(bytes)
+    }
 }
 
 /// `GET /healthz`: the process is up (says nothing of its dependencies).

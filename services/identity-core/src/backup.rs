@@ -39,6 +39,8 @@ pub struct BackupReport {
     pub bytes: u64,
     pub users: i64,
     pub took: Duration,
+    /// Where the generated key-encryption key was copied (beside the copy), if there was one.
+    pub kek: Option<PathBuf>,
 }
 
 /// Copies the SQLite database at `url` to `target` (which must not exist), and checks the copy.
@@ -80,7 +82,23 @@ pub async fn backup(url: &str, target: &Path) -> Result<BackupReport, BackupErro
             BackupError::Io(format!("cannot move the backup to {}: {error}", target.display()))
         })?;
     let bytes = std::fs::metadata(target).map(|metadata| metadata.len()).unwrap_or(0);
-    Ok(BackupReport { path: target.into(), bytes, users, took: started.elapsed() })
+    let kek = copy_generated_kek(url, target)?;
+    Ok(BackupReport { path: target.into(), bytes, users, took: started.elapsed(), kek })
+}
+
+/// The key-encryption key generated beside the database (none set by the operator) goes with
+/// the copy, to `<target stem>.kek`, readable by its owner only: without it the copy's signing
+/// keys cannot sign. Where the operator set the KEK, they keep it; nothing is copied.
+fn copy_generated_kek(url: &str, target: &Path) -> Result<Option<PathBuf>, BackupError> {
+    let Some(source) = crate::keys::sealing::kek_file(url).filter(|source| source.exists()) else { return Ok(None) };
+    let Some(copy) = crate::keys::sealing::kek_file(&format!("sqlite://{}", target.display())) else { return Ok(None) };
+    let failed = |error: std::io::Error| {
+        BackupError::Io(format!("cannot copy the key-encryption key to {}: {error}", copy.display()))
+    };
+    let text = std::fs::read(&source).map_err(failed)?;
+    owner_only_file(&copy).map_err(failed)?;
+    std::fs::write(&copy, text).map_err(failed)?;
+    Ok(Some(copy))
 }
 
 /// Connects read-only, never creating the database.

@@ -103,10 +103,17 @@ pub mod signing_keys {
         #[sea_orm(primary_key, auto_increment = false)]
         pub kid: String,
         pub alg: String,
+        /// Empty once sealed (every key, from the first start with a KEK).
         pub private_key_pem: String,
         pub public_jwk: String,
+        /// Unix seconds: when it was published.
         pub created_at: i64,
-        pub retired_at: Option<i64>,
+        /// Unix ms (the database's clock) from here on.
+        pub activates_at: i64,
+        pub retires_at: Option<i64>,
+        pub revoked_at: Option<i64>,
+        pub private_key_sealed: Option<String>,
+        pub kek_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

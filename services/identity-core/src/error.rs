@@ -76,6 +76,13 @@ pub enum CoreError {
     Invalid(Vec<Violation>),
     #[error("the database is unavailable")]
     Unavailable,
+    /// An operator's change refused as it stands (it would leave no signing key, or does not
+    /// apply); the text says why and what to do instead.
+    #[error("{0}")]
+    Refused(String),
+    /// The key-encryption key is missing, malformed or not the one the keys were sealed with.
+    #[error("{0}")]
+    KeyEncryption(String),
     /// Database, hashing or signing failures. The text is for logs, never for clients.
     #[error("internal error: {0}")]
     Internal(String),

@@ -107,6 +107,9 @@ pub enum Event {
     /// A user's email, role or status changed, or the user was deleted: whatever is cached of
     /// them is stale.
     UserChanged { user_id: String },
+    /// The signing keys changed (a key published, activated early, or revoked): every replica
+    /// re-reads them.
+    KeysChanged,
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +160,7 @@ mod tests {
                 at: 1,
             }),
             Event::UserChanged { user_id: "u".into() },
+            Event::KeysChanged,
         ];
         for event in events {
             let json = serde_json::to_string(&event).unwrap();

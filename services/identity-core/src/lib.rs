@@ -32,15 +32,19 @@ use sea_orm::DatabaseConnection;
 pub use error::{CoreError, CoreResult, DeadReason, Violation};
 pub use events::{Event, Events, RevokeReason, SessionEvent, SessionEventKind};
 pub use janitor::Swept;
-pub use keys::{Claims, PublicJwk};
+pub use keys::{Claims, KeyClock, KeyInfo, KeyState, PublicJwk, admin::KeyAdmin, format_ms};
 pub use replication::{NoObserver, ReplicationObserver};
 pub use sessions::{ClientInfo, Credential, LoginOutcome, SessionView, TokenPair};
-pub use settings::{JwtAlg, PasswordCost, Secret, Settings, ThrottleSettings};
+pub use settings::{JwtAlg, KeySettings, PasswordCost, Secret, Settings, ThrottleSettings};
 pub use store::{StartupLock, StoreOptions};
 pub use users::{NewUser, Principal, Role, User, UserPage, UserPatch, check_bootstrap_manager, limits};
 
 use crate::{
-    blocking::BlockingPool, keys::Keys, passwords::Passwords, replication::Replication, sessions::LiveSessions,
+    blocking::BlockingPool,
+    keys::{Keys, sealing::Sealing},
+    passwords::Passwords,
+    replication::Replication,
+    sessions::LiveSessions,
 };
 
 /// The identity domain, cheap to clone and share between tasks.
@@ -72,10 +76,22 @@ impl Identity {
         observer: Arc<dyn ReplicationObserver>,
     ) -> CoreResult<(Self, StartupLock)> {
         settings.validate()?;
+        let sealing = Sealing::resolve(
+            settings.keys.encryption_key.as_ref(),
+            &settings.keys.previous_encryption_keys,
+            database_url,
+        )?;
+        if let Some(path) = &sealing.generated {
+            tracing::warn!(
+                path = %path.display(),
+                "generated a key-encryption key for the signing keys: back it up with the database \
+                 (without it the stored keys cannot sign), or set IDENTITY_KEY_ENCRYPTION_KEY"
+            );
+        }
         let lock = StartupLock::acquire(database_url, store).await?;
         let db = store::open(database_url, store).await?;
         let pool = BlockingPool::per_core();
-        let keys = Keys::load(&db, &settings, pool.clone()).await?;
+        let keys = Keys::load(&db, &settings, pool.clone(), sealing).await?;
         let passwords = Passwords::new(settings.password_cost, pool).await?;
         let live = Arc::new(LiveSessions::new(settings.session_cache_ttl));
         let events = Events::new();
@@ -92,9 +108,39 @@ impl Identity {
         store::ping(&self.inner.db).await
     }
 
-    /// The public signing keys (current and previous).
-    pub fn jwks(&self) -> &[PublicJwk] {
+    /// The public signing keys relying parties need now: next, current and retired.
+    pub fn jwks(&self) -> Vec<PublicJwk> {
         self.inner.keys.jwks()
+    }
+
+    /// The algorithm new tokens are signed with.
+    pub fn signing_algorithm(&self) -> JwtAlg {
+        self.inner.keys.algorithm()
+    }
+
+    /// Every stored signing key and its state now.
+    pub fn signing_keys(&self) -> Vec<KeyInfo> {
+        self.inner.keys.list()
+    }
+
+    /// The current key's age and the time to the next activation.
+    pub fn key_clock(&self) -> KeyClock {
+        self.inner.keys.clock()
+    }
+
+    /// The scheduled step of the key lifecycle (every replica, each second): re-reads the
+    /// keys if they changed, publishes the next key when due (one replica does, and tells the
+    /// others), deletes keys past their life.
+    pub async fn maintain_keys(&self) -> CoreResult<()> {
+        if self.inner.keys.tick().await? {
+            self.publish(Event::KeysChanged).await;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the signing keys now (another replica or an operator changed them).
+    pub async fn reload_keys(&self) -> CoreResult<()> {
+        self.inner.keys.reload(false).await.map(drop)
     }
 
     pub fn events(&self) -> &Events {

@@ -79,16 +79,21 @@ impl Replication {
     /// Tells the other replicas. A failure is logged, not returned: the change itself is
     /// committed, and other replicas' caches re-read it within their time to live.
     pub(crate) async fn announce(&self, db: &DatabaseConnection, event: &Event) {
-        let envelope = Envelope { origin: self.origin.clone(), at_ms: clock::now_millis(), event: event.clone() };
-        let payload = match serde_json::to_string(&envelope) {
-            Ok(payload) => payload,
-            Err(error) => return tracing::error!(%error, "cannot encode an event"),
-        };
-        let values: [Value; 2] = [CHANNEL.into(), payload.into()];
-        let statement = Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_notify($1, $2)", values);
-        if let Err(error) = db.execute_raw(statement).await {
-            tracing::warn!(%error, "could not announce an event to the other replicas");
-        }
+        notify(db, &self.origin, event).await;
+    }
+}
+
+/// Announces `event` on the channel as `origin` (a replica, or an operator command).
+pub(crate) async fn notify(db: &DatabaseConnection, origin: &str, event: &Event) {
+    let envelope = Envelope { origin: origin.to_owned(), at_ms: clock::now_millis(), event: event.clone() };
+    let payload = match serde_json::to_string(&envelope) {
+        Ok(payload) => payload,
+        Err(error) => return tracing::error!(%error, "cannot encode an event"),
+    };
+    let values: [Value; 2] = [CHANNEL.into(), payload.into()];
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_notify($1, $2)", values);
+    if let Err(error) = db.execute_raw(statement).await {
+        tracing::warn!(%error, "could not announce an event to the other replicas");
     }
 }
 

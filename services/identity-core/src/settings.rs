@@ -151,6 +151,85 @@ pub struct Settings {
     /// again. Revocations made through this process are seen at once regardless; this bounds
     /// how late a revocation made by another replica is seen.
     pub session_cache_ttl: Duration,
+    pub keys: KeySettings,
+}
+
+/// Signing keys: their rotation, publication and protection at rest (docs/keys.md).
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// How long a key signs before the next one takes over.
+    pub rotation_period: Duration,
+    /// How long the next key is published before it signs: at least `jwks_max_age`, so that
+    /// every relying party caching the JWK set has it before its first token.
+    pub publish_ahead: Duration,
+    /// How long relying parties may cache the JWK set (`Cache-Control: max-age`).
+    pub jwks_max_age: Duration,
+    /// How far relying parties' clocks may lag: a retired key stays published this much longer
+    /// than the last token it signed.
+    pub clock_skew: Duration,
+    /// HS256 secrets that only verify (a secret being rotated out).
+    pub previous_secrets: Vec<Secret>,
+    /// The key-encryption key (32 bytes, base64 or hex). None: generated beside a SQLite file;
+    /// refused on PostgreSQL.
+    pub encryption_key: Option<Secret>,
+    /// Earlier key-encryption keys: they open stored keys, never seal.
+    pub previous_encryption_keys: Vec<Secret>,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            rotation_period: Duration::from_secs(30 * 24 * 3600),
+            publish_ahead: Duration::from_secs(3600),
+            jwks_max_age: Duration::from_secs(300),
+            clock_skew: Duration::from_secs(60),
+            previous_secrets: Vec::new(),
+            encryption_key: None,
+            previous_encryption_keys: Vec::new(),
+        }
+    }
+}
+
+impl KeySettings {
+    pub fn check(&self) -> CoreResult<()> {
+        let mut checks = vec![
+            at_least("keys.jwks_max_age", self.jwks_max_age, Duration::from_secs(1), "1s"),
+            at_least("keys.rotation_period", self.rotation_period, Duration::from_secs(1), "1s"),
+        ];
+        if self.publish_ahead < self.jwks_max_age {
+            checks.push(Err(CoreError::invalid(
+                "keys.publish_ahead",
+                format!(
+                    "must be at least the JWK set's max-age ({}): relying parties caching the set would meet \
+                     tokens of a key they do not have",
+                    humanize(self.jwks_max_age)
+                ),
+            )));
+        }
+        if self.rotation_period <= self.publish_ahead {
+            checks.push(Err(CoreError::invalid(
+                "keys.rotation_period",
+                "must be longer than the publish-ahead time (the next key is published that long before it signs)",
+            )));
+        }
+        for secret in &self.previous_secrets {
+            if secret.expose().len() < 32 {
+                checks.push(Err(CoreError::invalid("keys.previous_secrets", "each must be at least 32 bytes")));
+                break;
+            }
+        }
+        CoreError::check_all(checks)
+    }
+}
+
+/// `90s` as `1m 30s`, for messages.
+fn humanize(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m {s}s"),
+    }
 }
 
 impl Default for Settings {
@@ -167,6 +246,7 @@ impl Default for Settings {
             password_cost: PasswordCost::OWASP,
             throttle: ThrottleSettings::default(),
             session_cache_ttl: Duration::from_secs(5),
+            keys: KeySettings::default(),
         }
     }
 }
@@ -188,6 +268,7 @@ impl Settings {
         checks.push(at_least("session_cache_ttl", self.session_cache_ttl, Duration::from_millis(100), "100ms"));
         checks.push(self.password_cost.check());
         checks.push(self.throttle.check());
+        checks.push(self.keys.check());
         CoreError::check_all(checks)
     }
 
@@ -304,6 +385,17 @@ mod tests {
             assert!(message.contains(field), "{message}");
         }
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn keys_are_published_at_least_one_cache_lifetime_before_they_sign() {
+        let keys = KeySettings { publish_ahead: Duration::from_secs(299), ..KeySettings::default() };
+        let message = refusal(&Settings { keys, ..Settings::default() });
+        assert!(message.starts_with("keys.publish_ahead: must be at least the JWK set's max-age (5m)"), "{message}");
+        let keys = KeySettings { rotation_period: Duration::from_secs(3600), ..KeySettings::default() };
+        assert!(refusal(&Settings { keys, ..Settings::default() }).starts_with("keys.rotation_period"));
+        let keys = KeySettings { previous_secrets: vec![Secret::new("short")], ..KeySettings::default() };
+        assert!(refusal(&Settings { keys, ..Settings::default() }).starts_with("keys.previous_secrets"));
     }
 
     #[test]

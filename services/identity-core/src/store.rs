@@ -118,7 +118,7 @@ impl StartupLock {
 }
 
 /// Creates `dir` and its missing parents, those it creates readable by their owner only.
-fn owner_only_dirs(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn owner_only_dirs(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

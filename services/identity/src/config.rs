@@ -5,7 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use identity_core::{
-    CoreError, JwtAlg, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings, check_bootstrap_manager,
+    CoreError, JwtAlg, KeySettings, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings,
+    check_bootstrap_manager,
 };
 use ipnet::IpNet;
 
@@ -177,6 +178,68 @@ pub struct Config {
     #[arg(long, env = "IDENTITY_JANITOR_RETENTION", value_name = "IDENTITY_JANITOR_RETENTION", default_value = "1h")]
     pub janitor_retention: humantime::Duration,
 
+    /// How long a signing key signs before the next one takes over (keys rotate by themselves;
+    /// `identity-service keys rotate` rotates now).
+    #[arg(
+        long,
+        env = "IDENTITY_KEY_ROTATION_PERIOD",
+        value_name = "IDENTITY_KEY_ROTATION_PERIOD",
+        default_value = "30d"
+    )]
+    pub key_rotation_period: humantime::Duration,
+
+    /// How long the next signing key is in the JWK set before it signs: at least
+    /// `IDENTITY_JWKS_MAX_AGE`, so relying parties caching the set have it before its first token.
+    #[arg(long, env = "IDENTITY_KEY_PUBLISH_AHEAD", value_name = "IDENTITY_KEY_PUBLISH_AHEAD", default_value = "1h")]
+    pub key_publish_ahead: humantime::Duration,
+
+    /// How long relying parties may cache the JWK set (the facade's `Cache-Control: max-age`).
+    #[arg(long, env = "IDENTITY_JWKS_MAX_AGE", value_name = "IDENTITY_JWKS_MAX_AGE", default_value = "5m")]
+    pub jwks_max_age: humantime::Duration,
+
+    /// How far relying parties' clocks may lag ours: a retired key stays in the JWK set this much
+    /// longer than the last token it signed lives.
+    #[arg(long, env = "IDENTITY_CLOCK_SKEW", value_name = "IDENTITY_CLOCK_SKEW", default_value = "60s")]
+    pub clock_skew: humantime::Duration,
+
+    /// HS256 secrets that still verify but no longer sign (comma-separated): rotate the secret
+    /// by moving it here and setting a new `IDENTITY_JWT_SECRET`.
+    #[arg(
+        long,
+        env = "IDENTITY_JWT_PREVIOUS_SECRETS",
+        value_name = "IDENTITY_JWT_PREVIOUS_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub jwt_previous_secrets: Vec<Secret>,
+
+    /// The key-encryption key that seals the private signing keys in the database: 32 bytes,
+    /// base64 (`openssl rand -base64 32`) or hex. Required on PostgreSQL; on SQLite, unset, one
+    /// is generated beside the database file (`data/identity.kek`).
+    #[arg(
+        long,
+        env = "IDENTITY_KEY_ENCRYPTION_KEY",
+        value_name = "IDENTITY_KEY_ENCRYPTION_KEY",
+        hide_env_values = true,
+        conflicts_with = "key_encryption_key_file"
+    )]
+    pub key_encryption_key: Option<Secret>,
+
+    /// A file holding `IDENTITY_KEY_ENCRYPTION_KEY`.
+    #[arg(long, env = "IDENTITY_KEY_ENCRYPTION_KEY_FILE", value_name = "IDENTITY_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+
+    /// Earlier key-encryption keys (comma-separated): they still open stored keys, new keys are
+    /// sealed under the current one; `identity-service keys rewrap` moves every key to it.
+    #[arg(
+        long,
+        env = "IDENTITY_KEY_ENCRYPTION_PREVIOUS_KEYS",
+        value_name = "IDENTITY_KEY_ENCRYPTION_PREVIOUS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub key_encryption_previous_keys: Vec<Secret>,
+
     /// Database connection pool size.
     #[arg(
         long,
@@ -234,6 +297,10 @@ fn variable(field: &str) -> &str {
         "throttle.lockout" => "IDENTITY_LOGIN_LOCKOUT",
         "throttle.lockout_max" => "IDENTITY_LOGIN_LOCKOUT_MAX",
         "throttle.failure_window" => "IDENTITY_LOGIN_FAILURE_WINDOW",
+        "keys.rotation_period" => "IDENTITY_KEY_ROTATION_PERIOD",
+        "keys.publish_ahead" => "IDENTITY_KEY_PUBLISH_AHEAD",
+        "keys.jwks_max_age" => "IDENTITY_JWKS_MAX_AGE",
+        "keys.previous_secrets" => "IDENTITY_JWT_PREVIOUS_SECRETS",
         other => other,
     }
 }
@@ -293,9 +360,37 @@ impl Config {
                 failure_window: self.login_failure_window.into(),
             },
             session_cache_ttl: self.session_cache_ttl.into(),
+            keys: KeySettings {
+                rotation_period: self.key_rotation_period.into(),
+                publish_ahead: self.key_publish_ahead.into(),
+                jwks_max_age: self.jwks_max_age.into(),
+                clock_skew: self.clock_skew.into(),
+                previous_secrets: self.jwt_previous_secrets.clone(),
+                encryption_key: self.key_encryption_key()?,
+                previous_encryption_keys: self.key_encryption_previous_keys.clone(),
+            },
         };
         settings.validate().map_err(ConfigError::from_core)?;
         Ok(settings)
+    }
+
+    /// `IDENTITY_KEY_ENCRYPTION_KEY`, or the contents of `_FILE`; required on PostgreSQL.
+    fn key_encryption_key(&self) -> Result<Option<Secret>, ConfigError> {
+        let key = match &self.key_encryption_key_file {
+            Some(path) => Some(Secret::new(std::fs::read_to_string(path).map_err(|error| {
+                ConfigError(format!("IDENTITY_KEY_ENCRYPTION_KEY_FILE: cannot read {}: {error}", path.display()))
+            })?)),
+            None => self.key_encryption_key.clone(),
+        };
+        let url = self.database_url.expose();
+        if key.is_none() && (url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError(
+                "IDENTITY_KEY_ENCRYPTION_KEY (or _FILE) is required on PostgreSQL: 32 random bytes, base64 \
+                 (`openssl rand -base64 32`), the same on every replica; it encrypts the signing keys at rest"
+                    .into(),
+            ));
+        }
+        Ok(key)
     }
 
     pub fn store(&self) -> Result<StoreOptions, ConfigError> {
@@ -352,6 +447,19 @@ mod tests {
         assert_eq!(settings.session_idle_ttl, Duration::from_secs(86400));
         assert_eq!(settings.refresh_reuse_grace, Duration::from_secs(10));
         assert_eq!(settings.jwt_alg, JwtAlg::Rs256);
+        assert_eq!(settings.keys.rotation_period, Duration::from_secs(30 * 86400));
+        assert_eq!(settings.keys.publish_ahead, Duration::from_secs(3600));
+        assert_eq!(settings.keys.jwks_max_age, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn postgres_needs_a_key_encryption_key_and_says_so_in_one_line() {
+        let config = Config { database_url: Secret::new("postgres://u@h/db"), ..Config::defaults() };
+        let message = config.validate().unwrap_err().0;
+        assert!(message.starts_with("IDENTITY_KEY_ENCRYPTION_KEY (or _FILE) is required on PostgreSQL"), "{message}");
+        assert!(!message.contains('\n'));
+        let config = Config { key_publish_ahead: Duration::from_secs(10).into(), ..Config::defaults() };
+        assert!(config.validate().unwrap_err().0.starts_with("IDENTITY_KEY_PUBLISH_AHEAD: must be at least"));
     }
 
     #[test]

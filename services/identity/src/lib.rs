@@ -29,6 +29,9 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("IDENTITY_DATABASE_URL: cannot open the database: {0}")]
     Database(CoreError),
+    /// The key-encryption key is missing, malformed, or not the keys' (the text names it).
+    #[error("{0}")]
+    Keys(String),
     #[error("IDENTITY_BOOTSTRAP_MANAGER: {0}")]
     Bootstrap(CoreError),
     #[error("server reflection: {0}")]
@@ -72,7 +75,10 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
     // creating the bootstrap manager: one schema, one key set, one manager.
     let (identity, startup) = Identity::open(config.database_url.expose(), &config.store()?, settings, observer)
         .await
-        .map_err(StartError::Database)?;
+        .map_err(|error| match error {
+            CoreError::KeyEncryption(message) => StartError::Keys(message),
+            other => StartError::Database(other),
+        })?;
     if let Some((username, password)) = bootstrap {
         match identity.ensure_manager(&username, password.expose()).await.map_err(StartError::Bootstrap)? {
             Some(user) => tracing::info!(user_id = %user.id, %username, "bootstrap manager created"),
@@ -156,6 +162,7 @@ impl Opened {
         };
 
         let janitor = tokio::spawn(run_janitor(identity.clone(), janitor, metrics.clone()));
+        let keys = tokio::spawn(run_keys(identity.clone(), metrics.clone()));
 
         let (stopping_sender, stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -194,6 +201,7 @@ impl Opened {
         watcher.abort();
         sweeper.abort();
         janitor.abort();
+        keys.abort();
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
@@ -236,6 +244,36 @@ async fn run_janitor(identity: Identity, janitor: config::Janitor, metrics: Arc<
             }
             Err(error) => tracing::warn!(%error, "janitor: sweep failed; it runs again next interval"),
         }
+    }
+}
+
+/// How often each replica looks at the key set: re-reads it if it changed, takes the
+/// scheduled step when due, and shows the key clock in the metrics.
+const KEYS_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The key lifecycle's loop: every second, and whenever another replica announces a change.
+async fn run_keys(identity: Identity, metrics: Arc<metrics::Metrics>) {
+    let mut events = identity.events().subscribe();
+    let mut ticks = tokio::time::interval(KEYS_POLL_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(error) = identity.maintain_keys().await {
+                    tracing::debug!(%error, "signing keys: the scheduled step failed; it runs again in a second");
+                }
+            }
+            received = events.recv() => match received {
+                Ok(identity_core::Event::KeysChanged) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if let Err(error) = identity.reload_keys().await {
+                        tracing::debug!(%error, "signing keys: cannot re-read them; the poll tries again");
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+        metrics.keys(identity.key_clock());
     }
 }
 

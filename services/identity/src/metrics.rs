@@ -9,18 +9,24 @@
 //! - `identity_event_listener_losses_total`: how often that listening connection was lost;
 //! - `identity_janitor_runs_total`: janitor runs this replica performed (one replica per
 //!   interval does);
-//! - `identity_janitor_rows_removed_total{table}`: rows the janitor deleted, by table.
+//! - `identity_janitor_rows_removed_total{table}`: rows the janitor deleted, by table;
+//! - `identity_signing_key_age_seconds`: since the current signing key started signing;
+//! - `identity_signing_key_next_activation_seconds`: until the next key signs (the published
+//!   one, or the next scheduled rotation); NaN under HS256, which does not rotate by itself.
 
 use std::{
     convert::Infallible,
-    sync::{Arc, atomic::AtomicI64},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64},
+    },
     time::Duration,
 };
 
 use http_body_util::Full;
 use hyper::{Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
-use identity_core::{ReplicationObserver, Swept};
+use identity_core::{KeyClock, ReplicationObserver, Swept};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     encoding::text::encode,
@@ -41,6 +47,8 @@ pub struct Metrics {
     listener_losses: Counter,
     janitor_runs: Counter,
     janitor_removed: Family<TableLabel, Counter>,
+    key_age: Gauge<f64, AtomicU64>,
+    key_next: Gauge<f64, AtomicU64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,7 +87,33 @@ impl Metrics {
             "Rows the janitor deleted, past their life, by table",
             janitor_removed.clone(),
         );
-        Arc::new(Metrics { registry, apply_lag, listener_up, listener_losses, janitor_runs, janitor_removed })
+        // Unknown (NaN) until the key loop first reads the clock.
+        let key_age = Gauge::<f64, AtomicU64>::default();
+        key_age.set(f64::NAN);
+        registry.register("signing_key_age_seconds", "Since the current signing key started signing", key_age.clone());
+        let key_next = Gauge::<f64, AtomicU64>::default();
+        key_next.set(f64::NAN);
+        registry.register(
+            "signing_key_next_activation_seconds",
+            "Until the next signing key signs (published, or scheduled)",
+            key_next.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            apply_lag,
+            listener_up,
+            listener_losses,
+            janitor_runs,
+            janitor_removed,
+            key_age,
+            key_next,
+        })
+    }
+
+    /// The key clock, as of now.
+    pub fn keys(&self, clock: KeyClock) {
+        self.key_age.set(clock.current_age.as_secs_f64());
+        self.key_next.set(clock.until_next.map_or(f64::NAN, |until| until.as_secs_f64()));
     }
 
     /// One janitor run and what it deleted.

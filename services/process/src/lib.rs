@@ -36,6 +36,17 @@ impl Logging {
             LogFormat::Text => builder.init(),
         }
     }
+
+    /// For an operator command, whose stdout is its answer: warnings and errors only (unless
+    /// `RUST_LOG` says otherwise), on stderr.
+    pub fn init_for_command(&self) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => builder.init(),
+        }
+    }
 }
 
 /// One line on stderr, naming the program, and the exit code.

@@ -99,6 +99,8 @@ impl Stack {
         let mut command = Command::new(sibling("identity-service"));
         command
             .env("IDENTITY_DATABASE_URL", database_url)
+            // Required on PostgreSQL (the signing keys are sealed under it); fixed here.
+            .env("IDENTITY_KEY_ENCRYPTION_KEY", "YmVuY2ggb25seToga2V5LWVuY3J5cHRpb24ga2V5ISE=")
             .env("IDENTITY_GRPC_ADDR", grpc.to_string())
             .env("IDENTITY_JWT_ALG", "RS256")
             // Every load comes from one address, many logins at once: the throttle's budgets,

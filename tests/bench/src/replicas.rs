@@ -46,6 +46,8 @@ fn identity(database_url: &str) -> Proc {
     let mut command = Command::new(sibling("identity-service"));
     command
         .env("IDENTITY_DATABASE_URL", database_url)
+        // Required on PostgreSQL (the signing keys are sealed under it); fixed here.
+        .env("IDENTITY_KEY_ENCRYPTION_KEY", "YmVuY2ggb25seToga2V5LWVuY3J5cHRpb24ga2V5ISE=")
         .env("IDENTITY_GRPC_ADDR", grpc.to_string())
         .env("IDENTITY_JWT_ALG", "ES256")
         .env("RUST_LOG", "warn");

@@ -26,7 +26,7 @@ impl Identity {
         let (live, claims) = match credential {
             Credential::AccessToken(token) => {
                 tokens::check("access_token", token, tokens::ACCESS_TOKEN_MAX_BYTES)?;
-                let claims = self.keys().verify(token)?;
+                let claims = self.keys().verify(token).await?;
                 let live = self.live(&claims.sid).await?;
                 if live.session.user_id != claims.sub {
                     return Err(CoreError::SessionDead(DeadReason::InvalidToken));

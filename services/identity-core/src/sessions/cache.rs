@@ -186,6 +186,8 @@ impl LiveSessions {
                     self.by_id.invalidate(id.as_str());
                 }
             }
+            // Keys are not sessions: `Keys` re-reads them.
+            Event::KeysChanged => {}
         }
     }
 }

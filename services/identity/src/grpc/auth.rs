@@ -171,7 +171,7 @@ impl AuthService for Auth {
         _request: Request<pb::GetTokenSettingsRequest>,
     ) -> Result<Response<pb::GetTokenSettingsResponse>, Status> {
         let settings = self.identity.settings();
-        let signing = settings.jwt_alg.name().to_owned();
+        let signing = self.identity.signing_algorithm().name().to_owned();
         let mut verification: Vec<String> = self.identity.jwks().iter().map(|jwk| jwk.alg.clone()).collect();
         verification.push(signing.clone());
         verification.sort();
@@ -182,6 +182,7 @@ impl AuthService for Auth {
             signing_algorithm: signing,
             verification_algorithms: verification,
             access_ttl: prost_types::Duration::try_from(settings.access_ttl).ok(),
+            jwks_max_age: prost_types::Duration::try_from(settings.keys.jwks_max_age).ok(),
         }))
     }
 

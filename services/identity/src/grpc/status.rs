@@ -32,6 +32,11 @@ pub fn to_status(error: CoreError) -> Status {
             ),
         ),
         CoreError::Unavailable => Status::unavailable("the database is unavailable; retry later"),
+        CoreError::Refused(_) => Status::failed_precondition(error.to_string()),
+        CoreError::KeyEncryption(cause) => {
+            tracing::error!(%cause, "signing keys");
+            Status::internal("internal error")
+        }
         CoreError::Internal(cause) => {
             tracing::error!(%cause, "internal error");
             Status::internal("internal error")
