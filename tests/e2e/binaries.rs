@@ -24,7 +24,7 @@ fn run_with(env: &[(&str, &str)]) -> (i32, String) {
 fn bad_configuration_exits_non_zero_with_one_line_naming_the_setting() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (&[("IDENTITY_JWT_ALG", "none")], "IDENTITY_JWT_ALG"),
         (&[("IDENTITY_JWT_ALG", "HS256")], "IDENTITY_JWT_SECRET"),
         (&[("IDENTITY_DATABASE_URL", "mysql://localhost/x")], "IDENTITY_DATABASE_URL"),
@@ -35,9 +35,12 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_setting() {
                 ("IDENTITY_DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing"),
                 ("IDENTITY_DATABASE_TIMEOUT", "1s"),
                 ("IDENTITY_GRPC_ADDR", "127.0.0.1:0"),
+                ("IDENTITY_KEY_ENCRYPTION_KEY", TEST_KEK),
             ],
             "IDENTITY_DATABASE_URL",
         ),
+        // PostgreSQL replicas must share a key-encryption key: none is generated for them.
+        (&[("IDENTITY_DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")], "IDENTITY_KEY_ENCRYPTION_KEY"),
     ];
     for (env, setting) in cases {
         let (code, stderr) = run_with(env);
@@ -82,6 +85,7 @@ fn the_stack_fails_to_start_exactly_as_the_identity_service_does_and_listens_on_
             &[
                 ("IDENTITY_DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing"),
                 ("IDENTITY_DATABASE_TIMEOUT", "1s"),
+                ("IDENTITY_KEY_ENCRYPTION_KEY", TEST_KEK),
             ],
             1,
         ),

@@ -14,6 +14,7 @@ mod grpc_sessions;
 mod grpc_users;
 mod http_routes;
 mod janitor;
+mod keys;
 mod other_languages;
 mod pages;
 mod proxies;

@@ -33,6 +33,10 @@ pub type Auth = AuthServiceClient<Channel>;
 
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The key-encryption key of the tests' PostgreSQL deployments (required there; SQLite
+/// deployments generate theirs beside the database unless a test sets one).
+pub const TEST_KEK: &str = "dGVzdCBrZXktZW5jcnlwdGlvbiBrZXkgMzIgYnl0ZXM=";
+
 /// Polls `check` until it returns `Some`, failing after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> T
 where

@@ -30,6 +30,11 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Whether `env` names a PostgreSQL database (which needs a key-encryption key).
+pub fn on_postgres(env: &[(&str, &str)]) -> bool {
+    env.iter().any(|(name, value)| *name == "IDENTITY_DATABASE_URL" && value.starts_with("postgres"))
+}
+
 /// `identity-service` running as a process of its own.
 pub struct IdentityProcess {
     pub addr: SocketAddr,
@@ -52,12 +57,17 @@ impl IdentityProcess {
 
     async fn start_with(env: &[(&str, &str)], tls: Option<ClientTlsConfig>) -> Self {
         let dir = std::env::temp_dir();
-        let mut child = Command::new(binary("identity-service"))
+        let mut command = Command::new(binary("identity-service"));
+        command
             .env_clear()
             .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
             .env("IDENTITY_JWT_ALG", "ES256")
             .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        if on_postgres(env) {
+            command.env("IDENTITY_KEY_ENCRYPTION_KEY", crate::TEST_KEK);
+        }
+        let mut child = command
             .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())

@@ -17,6 +17,9 @@ pub fn config(db: &TestDb) -> Config {
     config.database_url = Secret::new(db.url.clone());
     config.jwt_alg = JwtAlg::Es256;
     config.database_timeout = secs(2);
+    if db.is_postgres() {
+        config.key_encryption_key = Some(Secret::new(crate::TEST_KEK));
+    }
     config
 }
 
