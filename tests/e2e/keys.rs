@@ -32,13 +32,17 @@ fn rotating(db: &TestDb) -> identity_service::Config {
 
 /// `identity-service keys ARGS` against `db`, as an operator runs it while the service runs.
 async fn keys_command(db: &TestDb, args: &[&str]) -> Output {
+    keys_command_with(db, args, &[]).await
+}
+
+async fn keys_command_with(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new(binary("identity-service"));
     command.env_clear().env("IDENTITY_DATABASE_URL", &db.url).env("IDENTITY_JWT_ALG", "ES256");
     if db.is_postgres() {
         command.env("IDENTITY_KEY_ENCRYPTION_KEY", TEST_KEK);
     }
-    command.arg("keys").args(args).current_dir(dir.path()).output().await.unwrap()
+    command.envs(env.iter().copied()).arg("keys").args(args).current_dir(dir.path()).output().await.unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -377,13 +381,14 @@ async fn a_dump_of_the_keys_table_holds_no_private_key_and_a_wrong_kek_is_one_cl
     }
     connection.close().await.unwrap();
 
-    let wrong = "HxwdHhscGRoXGBkUFRYTERAPDg0MCwoJCAcGBQQDAgE=";
+    // Another KEK: wrong for these keys until they are rewrapped under it.
+    let other = "HxwdHhscGRoXGBkUFRYTERAPDg0MCwoJCAcGBQQDAgE=";
     let dir = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(binary("identity-service"))
         .env_clear()
         .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
         .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_KEY_ENCRYPTION_KEY", wrong)
+        .env("IDENTITY_KEY_ENCRYPTION_KEY", other)
         .env("IDENTITY_JWT_ALG", "ES256")
         .current_dir(dir.path())
         .output()
@@ -398,6 +403,25 @@ async fn a_dump_of_the_keys_table_holds_no_private_key_and_a_wrong_kek_is_one_cl
         "{error}"
     );
     // The right KEK again: the same key signs, the old token verifies.
+    let service = IdentityProcess::start(&env).await;
+    service.auth().verify_token(pb::VerifyTokenRequest { token: token.clone() }).await.unwrap();
+    assert_eq!(kid_of(&log_in(&mut service.auth(), "dumped").await.access_token), kid_of(&token));
+
+    // Rotating the KEK: rewrap under a new one (the old one still opens), then the new one alone.
+    let rewrapped = keys_command_with(
+        &db,
+        &["rewrap"],
+        &[("IDENTITY_KEY_ENCRYPTION_KEY", other), ("IDENTITY_KEY_ENCRYPTION_PREVIOUS_KEYS", kek)],
+    )
+    .await;
+    assert!(rewrapped.status.success(), "{}", text(&rewrapped.stderr));
+    assert!(
+        text(&rewrapped.stdout).starts_with("rewrapped 1 key(s) under key-encryption key "),
+        "{}",
+        text(&rewrapped.stdout)
+    );
+    service.kill().await;
+    let env = [("IDENTITY_DATABASE_URL", db.url.as_str()), ("IDENTITY_KEY_ENCRYPTION_KEY", other)];
     let service = IdentityProcess::start(&env).await;
     service.auth().verify_token(pb::VerifyTokenRequest { token: token.clone() }).await.unwrap();
     assert_eq!(kid_of(&log_in(&mut service.auth(), "dumped").await.access_token), kid_of(&token));
