@@ -109,6 +109,22 @@ pub fn argon2_parallel_rate(threads: usize, rounds: u32) -> f64 {
 }
 
 /// Seconds per argon2id verify at the contract's cost (m=19456 KiB, t=2, p=1), one core.
+/// The cost of encryption at rest: opening a sealed signing key (AES-256-GCM over a private
+/// key the size of an RS256 PKCS#8 PEM, 1704 bytes) with the service's own code, per open.
+pub fn sealed_key_open_seconds(rounds: u32) -> f64 {
+    use identity_core::{Secret, keys::sealing::Sealing};
+    let kek = Secret::new("YmVuY2ggb25seToga2V5LWVuY3J5cHRpb24ga2V5ISE=");
+    let sealing = Sealing::resolve(Some(&kek), &[], "sqlite::memory:").expect("a KEK");
+    let pem = vec![b'k'; 1704];
+    let sealed = sealing.seal("bench-kid", &pem).expect("seal");
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let opened = sealing.open("bench-kid", &sealed.text, &sealed.kek_id).expect("open");
+        assert_eq!(opened.len(), pem.len());
+    }
+    started.elapsed().as_secs_f64() / f64::from(rounds)
+}
+
 pub fn argon2_verify_seconds(rounds: u32) -> f64 {
     use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version, password_hash::SaltString};
     let params = Params::new(19_456, 2, 1, None).expect("argon2 params");
