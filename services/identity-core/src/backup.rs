@@ -91,7 +91,7 @@ pub async fn backup(url: &str, target: &Path) -> Result<BackupReport, BackupErro
 /// keys cannot sign. Where the operator set the KEK, they keep it; nothing is copied.
 fn copy_generated_kek(url: &str, target: &Path) -> Result<Option<PathBuf>, BackupError> {
     let Some(source) = crate::keys::sealing::kek_file(url).filter(|source| source.exists()) else { return Ok(None) };
-    let Some(copy) = crate::keys::sealing::kek_file(&format!("sqlite://{}", target.display())) else { return Ok(None) };
+    let Some(copy) = crate::keys::sealing::kek_beside(target) else { return Ok(None) };
     let failed = |error: std::io::Error| {
         BackupError::Io(format!("cannot copy the key-encryption key to {}: {error}", copy.display()))
     };

@@ -83,11 +83,10 @@ impl KeyAdmin {
 
     /// Revokes `kid`: out of the JWK set and refused at once, by every replica.
     pub async fn revoke(&self, kid: &str) -> CoreResult<Revoked> {
-        let changed = self.change(|rows, now, timing| lifecycle::plan_revoke(rows, now, timing, kid).map(Some)).await?;
+        self.change(|rows, now, timing| lifecycle::plan_revoke(rows, now, timing, kid).map(Some)).await?;
         let listing = self.list().await?;
         // The key signing now: the revoked one's successor (or, if it did not sign, the same).
         let successor = listing.keys.into_iter().find(|key| key.state == KeyState::Current);
-        drop(changed);
         Ok(Revoked { kid: kid.to_owned(), successor })
     }
 

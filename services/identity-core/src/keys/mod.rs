@@ -106,7 +106,7 @@ pub struct PublicJwk {
 /// A key that can sign, and when (Unix ms, the database's clock).
 struct Signer {
     kid: String,
-    algorithm: Algorithm,
+    alg: JwtAlg,
     key: Arc<EncodingKey>,
     activates_at: i64,
     retires_at: Option<i64>,
@@ -277,12 +277,7 @@ impl Keys {
     /// The algorithm new tokens are signed with now (the configured one, except while a
     /// replica of another configuration's key still signs during a rolling restart).
     pub fn algorithm(&self) -> JwtAlg {
-        let set = self.current_set();
-        let signing = set.signer(self.now()).map(|signer| signer.algorithm);
-        [JwtAlg::Rs256, JwtAlg::Es256, JwtAlg::EdDsa, JwtAlg::Hs256]
-            .into_iter()
-            .find(|alg| Some(alg.algorithm()) == signing)
-            .unwrap_or(self.timing.alg)
+        self.current_set().signer(self.now()).map_or(self.timing.alg, |signer| signer.alg)
     }
 
     /// Now on the database's clock, Unix ms.
@@ -299,10 +294,11 @@ impl Keys {
     pub async fn sign(&self, claims: Claims) -> CoreResult<String> {
         let set = self.current_set();
         let signer = set.signer(self.now()).ok_or_else(|| CoreError::internal("no signing key"))?;
-        let mut header = Header::new(signer.algorithm);
+        let algorithm = signer.alg.algorithm();
+        let mut header = Header::new(algorithm);
         header.kid = Some(signer.kid.clone());
         let key = Arc::clone(&signer.key);
-        let token = if signer.algorithm == Algorithm::RS256 {
+        let token = if algorithm == Algorithm::RS256 {
             self.pool.run(move || encode(&header, &claims, &key)).await?
         } else {
             encode(&header, &claims, &key)
@@ -425,7 +421,7 @@ impl Keys {
             match opened {
                 Ok(key) => signers.push(Signer {
                     kid: row.kid.clone(),
-                    algorithm,
+                    alg,
                     key,
                     activates_at: row.activates_at,
                     retires_at: row.retires_at,
@@ -444,7 +440,7 @@ impl Keys {
             if index == 0 && self.timing.alg == JwtAlg::Hs256 {
                 signers = vec![Signer {
                     kid: kid.clone(),
-                    algorithm: Algorithm::HS256,
+                    alg: JwtAlg::Hs256,
                     key: Arc::new(EncodingKey::from_secret(secret)),
                     activates_at: i64::MIN,
                     retires_at: None,

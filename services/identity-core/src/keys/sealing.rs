@@ -164,7 +164,11 @@ fn parse(text: &str) -> CoreResult<[u8; 32]> {
 /// The KEK file of a SQLite database file: `<dir>/<stem>.kek` (`data/identity.kek` for the
 /// default database). None for an in-memory database.
 pub(crate) fn kek_file(database_url: &str) -> Option<PathBuf> {
-    let file = Path::new(store::sqlite_file(database_url)?);
+    kek_beside(Path::new(store::sqlite_file(database_url)?))
+}
+
+/// The KEK file that belongs with the database file `file`.
+pub(crate) fn kek_beside(file: &Path) -> Option<PathBuf> {
     let stem = file.file_stem()?.to_string_lossy().into_owned();
     Some(file.with_file_name(format!("{stem}.kek")))
 }
