@@ -138,9 +138,9 @@ async fn too_many_failed_logins_are_429_with_retry_after() {
     }
     assert_eq!(last.0, 429);
     assert!(last.1.is_some_and(|seconds| seconds >= 1), "{last:?}");
-    let metrics = reqwest::get(format!("http://{}/metrics", stack.facade.addr)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("facade_logins_total{result=\"failed\"} 2"), "{metrics}");
-    assert!(metrics.contains("facade_logins_total{result=\"throttled\"} 2"), "{metrics}");
+    let metrics = scrape(stack.facade.addr).await;
+    assert_eq!(sample(&metrics, "facade_logins_total{result=\"failed\"}"), Some(2.0), "{metrics}");
+    assert_eq!(sample(&metrics, "facade_logins_total{result=\"throttled\"}"), Some(2.0), "{metrics}");
 }
 
 #[tokio::test]

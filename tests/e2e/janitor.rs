@@ -21,10 +21,7 @@ fn janitor_config(db: &TestDb, interval: Duration) -> (identity_service::Config,
 
 /// The value of a counter in a Prometheus exposition (0 when absent).
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+    sample(&scrape(addr).await, name).map_or(0, |value| value as u64)
 }
 
 #[tokio::test(flavor = "multi_thread")]

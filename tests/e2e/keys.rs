@@ -590,7 +590,6 @@ async fn the_jwk_set_has_a_strong_etag_answers_304_and_agrees_with_get_jwks() {
 
 /// One gauge's value from the identity service's metrics.
 async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-    let line = metrics.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("{name}: {metrics}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    let metrics = scrape(addr).await;
+    sample(&metrics, name).unwrap_or_else(|| panic!("{name}: {metrics}"))
 }

@@ -37,6 +37,21 @@ pub const PASSWORD: &str = "correct horse battery";
 /// deployments generate theirs beside the database unless a test sets one).
 pub const TEST_KEK: &str = "dGVzdCBrZXktZW5jcnlwdGlvbiBrZXkgMzIgYnl0ZXM=";
 
+/// The metrics a server exposes at `http://{addr}/metrics`.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample called exactly `name` (labels included, as exposed) in a Prometheus
+/// exposition; `None` when there is none. Only sample lines count: a `# HELP` line may well
+/// read `identity_event_listener_up 1 while…`.
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        Some(value.trim().parse().unwrap_or_else(|_| panic!("{name}: not a number in {line:?}")))
+    })
+}
+
 /// Polls `check` until it returns `Some`, failing after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> T
 where
