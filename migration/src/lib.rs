@@ -8,6 +8,7 @@ mod m20261123_000001_initial;
 mod m20261202_000001_refresh_grace_and_keys;
 mod m20261202_000002_janitor;
 mod m20261202_000003_key_lifecycle;
+mod m20261204_000001_accounts_by_email;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_refresh_grace_and_keys::Migration),
             Box::new(m20261202_000002_janitor::Migration),
             Box::new(m20261202_000003_key_lifecycle::Migration),
+            Box::new(m20261204_000001_accounts_by_email::Migration),
         ]
     }
 }

@@ -19,6 +19,7 @@ pub mod users {
         pub date_joined: i64,
         pub last_login: Option<i64>,
         pub updated_at: i64,
+        pub email_verified: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -69,8 +69,13 @@ pub enum CoreError {
     SessionDead(DeadReason),
     #[error("{0}")]
     Forbidden(&'static str),
-    #[error("too many failed logins; retry in {} s", retry_after.as_secs().max(1))]
-    Throttled { retry_after: Duration },
+    /// Too many failed logins, or too many requests for mail (`what` says which).
+    #[error("too many {what}; retry in {} s", retry_after.as_secs().max(1))]
+    Throttled { what: &'static str, retry_after: Duration },
+    /// The right password, but `IDENTITY_EMAIL_VERIFICATION=required` and the address is not
+    /// verified yet.
+    #[error("email address not verified")]
+    EmailNotVerified,
     /// Bad input, every bad field at once.
     #[error("{}", .0.iter().map(|v| format!("{}: {}", v.field, v.reason)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Violation>),

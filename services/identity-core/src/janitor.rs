@@ -1,6 +1,6 @@
 //! The janitor: deletes what is past its life — dead sessions (expired, revoked or idle) with
 //! their refresh tokens, expired refresh tokens of live sessions, and login counters already
-//! forgotten — in small batches, so that no statement holds the database for long. Replicas
+//! forgotten, expired email links, and outbox messages sent or abandoned — in small batches, so that no statement holds the database for long. Replicas
 //! sharing a database take turns: each interval one of them claims the run (a conditional
 //! update of the `maintenance` row), the others skip it.
 
@@ -21,6 +21,8 @@ pub struct Swept {
     pub sessions: u64,
     pub refresh_tokens: u64,
     pub login_attempts: u64,
+    pub account_tokens: u64,
+    pub outbox: u64,
 }
 
 impl Identity {
@@ -68,6 +70,14 @@ impl Identity {
             (SELECT throttle_key FROM login_attempts WHERE last_failure_at < $1 AND locked_until <= $2 LIMIT $3)";
         swept.login_attempts +=
             batches(self.db(), counters, || vec![forgotten.into(), now_ms.into(), BATCH.into()]).await?;
+        // Email links (times in ms) expired `retention` ago; messages sent or abandoned as long.
+        let cutoff_ms = now_ms.saturating_sub(clock::millis(retention));
+        let links = "DELETE FROM account_tokens WHERE token_hash IN \
+            (SELECT token_hash FROM account_tokens WHERE expires_at < $1 LIMIT $2)";
+        swept.account_tokens += batches(self.db(), links, || vec![cutoff_ms.into(), BATCH.into()]).await?;
+        let done = "DELETE FROM outbox WHERE id IN \
+            (SELECT id FROM outbox WHERE sent_at < $1 OR failed_at < $1 LIMIT $2)";
+        swept.outbox += batches(self.db(), done, || vec![cutoff_ms.into(), BATCH.into()]).await?;
         Ok(swept)
     }
 }

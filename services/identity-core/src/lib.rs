@@ -6,8 +6,10 @@
 //! (a folder, a file per concern), `keys` (signing and verifying), `passwords` (argon2 and the
 //! policy), `throttle` (the login budget), `tokens` (opaque secrets, sealing), `events` (the
 //! bus), `settings`, `store` (opening the database), `entities` (the tables), `error`, `clock`,
-//! `blocking` (the CPU pool), `janitor` (deleting what is past its life), `backup` (a consistent copy of SQLite). The contract they keep is in `docs/identity-service.md`.
+//! `blocking` (the CPU pool), `accounts` (verifying, resetting, changing the address by
+//! email links) and `mail` (the outbox and its sender), `janitor` (deleting what is past its life), `backup` (a consistent copy of SQLite). The contract they keep is in `docs/identity-service.md`.
 
+pub mod accounts;
 pub mod backup;
 mod blocking;
 pub mod clock;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod janitor;
 pub mod keys;
+pub mod mail;
 mod passwords;
 pub mod replication;
 pub mod sessions;
@@ -33,9 +36,12 @@ pub use error::{CoreError, CoreResult, DeadReason, Violation};
 pub use events::{Event, Events, RevokeReason, SessionEvent, SessionEventKind};
 pub use janitor::Swept;
 pub use keys::{Claims, KeyClock, KeyInfo, KeyState, PublicJwk, admin::KeyAdmin, format_ms};
+pub use mail::{MailKind, MailObserver, MailOutcome, outbox::Backlog};
 pub use replication::{NoObserver, ReplicationObserver};
 pub use sessions::{ClientInfo, Credential, LoginOutcome, SessionView, TokenPair};
-pub use settings::{JwtAlg, KeySettings, PasswordCost, Secret, Settings, ThrottleSettings};
+pub use settings::{
+    EmailSettings, EmailVerification, JwtAlg, KeySettings, PasswordCost, Secret, Settings, ThrottleSettings,
+};
 pub use store::{StartupLock, StoreOptions};
 pub use users::{NewUser, Principal, Role, User, UserPage, UserPatch, check_bootstrap_manager, limits};
 
@@ -62,7 +68,28 @@ struct Inner {
     live: Arc<LiveSessions>,
     /// On PostgreSQL: the other replicas hear of our events, and we of theirs.
     replication: Option<Replication>,
+    mail: Mail,
 }
+
+/// What the outbox's sender needs (`mail::outbox`).
+pub(crate) struct Mail {
+    transport: mail::Transport,
+    from: lettre::message::Mailbox,
+    observer: Arc<dyn MailObserver>,
+    /// Notified when this process queued a message.
+    queued: tokio::sync::Notify,
+}
+
+impl Mail {
+    pub(crate) async fn send(&self, letter: &mail::Letter) -> Result<(), String> {
+        self.transport.send(&self.from, letter).await
+    }
+}
+
+/// Everything the domain reports to the service's metrics.
+pub trait Observer: ReplicationObserver + MailObserver {}
+
+impl<T: ReplicationObserver + MailObserver> Observer for T {}
 
 impl Identity {
     /// Connects, migrates, and loads (or creates) the signing key, holding the startup lock
@@ -73,9 +100,11 @@ impl Identity {
         database_url: &str,
         store: &StoreOptions,
         settings: Settings,
-        observer: Arc<dyn ReplicationObserver>,
+        observer: Arc<dyn Observer>,
     ) -> CoreResult<(Self, StartupLock)> {
         settings.validate()?;
+        let transport = mail::Transport::new(&settings.email)?;
+        let from = settings.email.from.parse().map_err(|_| CoreError::invalid("email.from", "is not an address"))?;
         let sealing = Sealing::resolve(
             settings.keys.encryption_key.as_ref(),
             &settings.keys.previous_encryption_keys,
@@ -96,10 +125,14 @@ impl Identity {
         let live = Arc::new(LiveSessions::new(settings.session_cache_ttl));
         let events = Events::new();
         let replication = match store::is_postgres(database_url) {
-            true => Some(Replication::start(&db, Arc::clone(&live), events.clone(), observer).await),
+            true => {
+                let observer: Arc<dyn ReplicationObserver> = observer.clone();
+                Some(Replication::start(&db, Arc::clone(&live), events.clone(), observer).await)
+            }
             false => None,
         };
-        let inner = Inner { db, settings, passwords, keys, events, live, replication };
+        let mail = Mail { transport, from, observer, queued: tokio::sync::Notify::new() };
+        let inner = Inner { db, settings, passwords, keys, events, live, replication, mail };
         Ok((Identity { inner: Arc::new(inner) }, lock))
     }
 
@@ -181,6 +214,10 @@ impl Identity {
 
     pub(crate) fn passwords(&self) -> &Passwords {
         &self.inner.passwords
+    }
+
+    pub(crate) fn mail(&self) -> &Mail {
+        &self.inner.mail
     }
 
     pub(crate) fn live_sessions(&self) -> &LiveSessions {

@@ -37,6 +37,11 @@ impl ReplicationObserver for NoObserver {
     fn applied(&self, _lag: Duration) {}
 }
 
+impl crate::mail::MailObserver for NoObserver {
+    fn queued(&self, _kind: crate::mail::MailKind) {}
+    fn attempted(&self, _kind: crate::mail::MailKind, _outcome: crate::mail::MailOutcome) {}
+}
+
 /// What travels on the channel.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {

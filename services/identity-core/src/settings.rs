@@ -1,7 +1,7 @@
 //! The domain's settings as plain values. The binaries parse them (clap) and pass them down;
 //! nothing here reads the environment.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use jsonwebtoken::Algorithm;
 
@@ -152,6 +152,7 @@ pub struct Settings {
     /// how late a revocation made by another replica is seen.
     pub session_cache_ttl: Duration,
     pub keys: KeySettings,
+    pub email: EmailSettings,
 }
 
 /// Signing keys: their rotation, publication and protection at rest (docs/keys.md).
@@ -222,6 +223,101 @@ impl KeySettings {
     }
 }
 
+/// Whether an address must be verified before its user may log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmailVerification {
+    /// Login works; `User.email_verified` tells.
+    #[default]
+    Optional,
+    /// Login is refused (`EmailNotVerified`, after the password was checked) until verified.
+    Required,
+}
+
+impl FromStr for EmailVerification {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "optional" => Ok(EmailVerification::Optional),
+            "required" => Ok(EmailVerification::Required),
+            other => Err(format!("{other:?}: expected optional or required")),
+        }
+    }
+}
+
+/// Accounts by email: delivery, links, lifetimes and limits (docs/accounts.md).
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// `smtp://host:port` (plaintext, or `?tls=required` for STARTTLS), `smtps://host:port`
+    /// (TLS), credentials as `user:password@`. None: each message is written as an `.eml`
+    /// file into `outbox_dir` and its link logged (the embedded default).
+    pub smtp_url: Option<Secret>,
+    /// The `From:` of every message: `Name <address>` or a bare address.
+    pub from: String,
+    /// The base of every link in a message (the facade's public URL); never a request's Host.
+    pub public_url: String,
+    pub verification: EmailVerification,
+    pub outbox_dir: PathBuf,
+    pub reset_ttl: Duration,
+    pub verification_ttl: Duration,
+    pub change_ttl: Duration,
+    /// Requests (reset, resend) naming one address, per `limit_window`.
+    pub address_limit: u32,
+    /// Requests from one client address, per `limit_window`.
+    pub client_limit: u32,
+    pub limit_window: Duration,
+    /// The longest wait between two delivery attempts of a message (the wait doubles from 1 s).
+    pub retry_max: Duration,
+    /// A message not delivered this long after it was queued is abandoned.
+    pub give_up_after: Duration,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        EmailSettings {
+            smtp_url: None,
+            from: "Identity <no-reply@localhost>".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            verification: EmailVerification::Optional,
+            outbox_dir: PathBuf::from("data/outbox"),
+            reset_ttl: Duration::from_secs(3600),
+            verification_ttl: Duration::from_secs(3 * 24 * 3600),
+            change_ttl: Duration::from_secs(3600),
+            address_limit: 3,
+            client_limit: 20,
+            limit_window: Duration::from_secs(3600),
+            retry_max: Duration::from_secs(300),
+            give_up_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl EmailSettings {
+    pub fn check(&self) -> CoreResult<()> {
+        let mut checks = vec![
+            crate::mail::check_from("email.from", &self.from),
+            crate::mail::check_public_url("email.public_url", &self.public_url),
+            crate::mail::check_smtp_url("email.smtp_url", self.smtp_url.as_ref()),
+        ];
+        for (field, ttl) in [
+            ("email.reset_ttl", self.reset_ttl),
+            ("email.verification_ttl", self.verification_ttl),
+            ("email.change_ttl", self.change_ttl),
+            ("email.limit_window", self.limit_window),
+            ("email.give_up_after", self.give_up_after),
+        ] {
+            checks.push(at_least(field, ttl, Duration::from_secs(1), "1s"));
+        }
+        checks.push(at_least("email.retry_max", self.retry_max, Duration::from_millis(100), "100ms"));
+        for (field, limit) in [("email.address_limit", self.address_limit), ("email.client_limit", self.client_limit)] {
+            if limit == 0 {
+                checks.push(Err(CoreError::invalid(field, "must be at least 1")));
+            }
+        }
+        CoreError::check_all(checks)
+    }
+}
+
 /// `90s` as `1m 30s`, for messages.
 fn humanize(duration: Duration) -> String {
     let seconds = duration.as_secs();
@@ -247,6 +343,7 @@ impl Default for Settings {
             throttle: ThrottleSettings::default(),
             session_cache_ttl: Duration::from_secs(5),
             keys: KeySettings::default(),
+            email: EmailSettings::default(),
         }
     }
 }
@@ -269,6 +366,7 @@ impl Settings {
         checks.push(self.password_cost.check());
         checks.push(self.throttle.check());
         checks.push(self.keys.check());
+        checks.push(self.email.check());
         CoreError::check_all(checks)
     }
 

@@ -197,7 +197,46 @@ async fn refusal(db: &DatabaseConnection, counter: &Counter, now: i64) -> CoreEr
     };
     // Whole seconds, rounded up: a client that waits that long finds the counter open.
     let wait = u64::try_from(locked_until - now).unwrap_or(0).div_ceil(1000).max(1);
-    CoreError::Throttled { retry_after: Duration::from_secs(wait) }
+    CoreError::Throttled { what: "failed logins", retry_after: Duration::from_secs(wait) }
+}
+
+/// A plain rate limit on the same table: counts one request on `kind:value` and refuses it
+/// (`Throttled`, until the window ends) once more than `limit` were counted in the window.
+/// One statement counts and returns the count, so a burst cannot pass more than `limit`.
+/// The window starts with its first request (`last_failure_at`); `locked_until` holds its end,
+/// so the janitor keeps the counter as long as it matters.
+pub(crate) async fn rate(
+    db: &DatabaseConnection,
+    kind: &str,
+    value: &str,
+    limit: u32,
+    window: Duration,
+) -> CoreResult<()> {
+    const COUNT: &str = "\
+        INSERT INTO login_attempts (throttle_key, failures, last_failure_at, locked_until) \
+        VALUES ($1, 1, $2, $2 + $3) \
+        ON CONFLICT (throttle_key) DO UPDATE SET \
+            failures = CASE WHEN $2 >= login_attempts.locked_until THEN 1 ELSE login_attempts.failures + 1 END, \
+            last_failure_at = CASE WHEN $2 >= login_attempts.locked_until THEN $2 \
+                ELSE login_attempts.last_failure_at END, \
+            locked_until = CASE WHEN $2 >= login_attempts.locked_until THEN $2 + $3 \
+                ELSE login_attempts.locked_until END \
+        RETURNING failures, locked_until";
+    let counter = Counter::new(kind, value, limit);
+    let now = clock::now_millis();
+    let values: [Value; 3] = [counter.key.into(), now.into(), clock::millis(window).max(1).into()];
+    let row = db.query_one_raw(Statement::from_sql_and_values(db.get_database_backend(), COUNT, values)).await?;
+    let Some(row) = row else { return Ok(()) };
+    let count = row.try_get::<i32>("", "failures")?;
+    let ends = row.try_get::<i64>("", "locked_until")?;
+    if i64::from(count) > i64::from(counter.limit) {
+        let wait = u64::try_from(ends - now).unwrap_or(0).div_ceil(1000).max(1);
+        return Err(CoreError::Throttled {
+            what: "requests for this address or from this client",
+            retry_after: Duration::from_secs(wait),
+        });
+    }
+    Ok(())
 }
 
 /// The lock-out after `failures` failures on a counter with `limit`: from the limit on,

@@ -12,11 +12,12 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_security::MixedScript;
 
 use crate::{
-    Identity, clock,
+    ClientInfo, Identity, clock,
     entities::{credentials, users},
     error::{CoreError, CoreResult},
     events::{Event, RevokeReason},
     keys::Claims,
+    mail::MailKind,
     passwords::{self, Verified},
     store, tokens,
 };
@@ -53,6 +54,8 @@ pub struct User {
     pub is_active: bool,
     pub date_joined: i64,
     pub last_login: Option<i64>,
+    /// The user followed a link sent to `email`.
+    pub email_verified: bool,
 }
 
 impl From<users::Model> for User {
@@ -65,6 +68,7 @@ impl From<users::Model> for User {
             is_active: row.is_active,
             date_joined: row.date_joined,
             last_login: row.last_login,
+            email_verified: row.email_verified,
         }
     }
 }
@@ -240,6 +244,15 @@ pub(crate) fn key(value: &str) -> String {
     caseless::default_case_fold_str(&normal).nfkc().collect()
 }
 
+/// How a user came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joined {
+    /// Signed up, or created by a manager: the address is to be verified.
+    SignedUp,
+    /// `IDENTITY_BOOTSTRAP_MANAGER`: configured by the operator.
+    Bootstrap,
+}
+
 fn is_manager(caller: Option<&Principal>) -> bool {
     caller.is_some_and(Principal::is_manager)
 }
@@ -262,10 +275,21 @@ impl Identity {
             return Err(CoreError::Forbidden("only a manager may create a user with this role"));
         }
         let hash = self.passwords().hash(&new.password).await?;
-        self.insert_user(&username, &email, role, hash).await
+        let user = self.insert_user(&username, &email, role, hash, Joined::SignedUp).await?;
+        self.wake_sender();
+        Ok(user)
     }
 
-    pub(crate) async fn insert_user(&self, username: &str, email: &str, role: Role, hash: String) -> CoreResult<User> {
+    /// Inserts the user and its credential; a user who signed up (or was created by a
+    /// manager) is sent a verification link in the same transaction.
+    pub(crate) async fn insert_user(
+        &self,
+        username: &str,
+        email: &str,
+        role: Role,
+        hash: String,
+        joined: Joined,
+    ) -> CoreResult<User> {
         let now = clock::now();
         let row = users::Model {
             id: tokens::new_id(),
@@ -278,6 +302,8 @@ impl Identity {
             date_joined: now,
             last_login: None,
             updated_at: now,
+            // The operator named the bootstrap manager's address; nobody else's is proven yet.
+            email_verified: joined == Joined::Bootstrap,
         };
         let db = self.db();
         let txn = db.begin().await?;
@@ -296,6 +322,9 @@ impl Identity {
         })
         .exec_without_returning(&txn)
         .await?;
+        if joined == Joined::SignedUp {
+            self.queue_mail(&txn, MailKind::Verify, Some(&row.id), &row.email).await?;
+        }
         txn.commit().await?;
         tracing::info!(user_id = %row.id, role = role.as_str(), "user created");
         Ok(row.into())
@@ -355,9 +384,17 @@ impl Identity {
         Ok(UserPage { users: rows.into_iter().map(User::from).collect(), next_page_token })
     }
 
-    /// Self: email. Manager: email, role, is_active. A role change is announced to the user's
-    /// live sessions; deactivation revokes them.
-    pub async fn update_user(&self, caller: Option<&Principal>, id: &str, patch: UserPatch) -> CoreResult<User> {
+    /// Self: email, which starts an email change (`request_email_change`: a link to the new
+    /// address, the address unchanged until it is followed). Manager: email (at once, and then
+    /// unverified), role, is_active. A role change is announced to the user's live sessions;
+    /// deactivation revokes them.
+    pub async fn update_user(
+        &self,
+        caller: Option<&Principal>,
+        id: &str,
+        patch: UserPatch,
+        client: &ClientInfo,
+    ) -> CoreResult<User> {
         let caller = caller.ok_or(CoreError::Unauthenticated)?;
         check_id("user.id", id)?;
         let own = caller.user.id == id;
@@ -370,12 +407,24 @@ impl Identity {
         if let Some(email) = &patch.email {
             check_email("user.email", email.trim())?;
         }
+        if !caller.is_manager() {
+            // Only the email can be in the patch here (checked above).
+            if let Some(email) = &patch.email
+                && key(email) != key(&caller.user.email)
+            {
+                self.request_email_change(Some(caller), email, client).await?;
+            }
+            return self.find_user(id).await?.ok_or(CoreError::NotFound("user"));
+        }
         let before = self.find_user(id).await?.ok_or(CoreError::NotFound("user"))?;
         let mut row =
             users::ActiveModel { id: Set(id.to_owned()), updated_at: Set(clock::now()), ..Default::default() };
         if let Some(email) = &patch.email {
             row.email = Set(email.trim().to_owned());
             row.email_key = Set(key(email.trim()));
+            if key(email) != key(&before.email) {
+                row.email_verified = Set(false);
+            }
         }
         if let Some(role) = patch.role {
             row.role = Set(role.as_str().to_owned());
@@ -434,12 +483,15 @@ impl Identity {
             return Err(CoreError::invalid("current_password", "is not the current password"));
         }
         let hash = self.passwords().hash(new).await?;
+        let txn = self.db().begin().await?;
         credentials::Entity::update_many()
             .col_expr(credentials::Column::PasswordHash, Expr::value(hash))
             .col_expr(credentials::Column::UpdatedAt, Expr::value(clock::now()))
             .filter(credentials::Column::UserId.eq(caller.user.id.clone()))
-            .exec(self.db())
+            .exec(&txn)
             .await?;
+        crate::accounts::void_links(&txn, &caller.user.id).await?;
+        txn.commit().await?;
         self.revoke_user_sessions(&caller.user.id, RevokeReason::PasswordChanged, Some(&caller.session_id)).await
     }
 
@@ -454,7 +506,7 @@ impl Identity {
         check_bootstrap_manager(username, password)?;
         let email = if username.contains('@') { username.to_owned() } else { format!("{username}@localhost") };
         let hash = self.passwords().hash(password).await?;
-        self.insert_user(username, &email, Role::Manager, hash).await.map(Some)
+        self.insert_user(username, &email, Role::Manager, hash, Joined::Bootstrap).await.map(Some)
     }
 
     /// Finds a user by username or email (either, case-insensitively) with its hash.

@@ -5,8 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use identity_core::{
-    CoreError, JwtAlg, KeySettings, PasswordCost, Secret, Settings, StoreOptions, ThrottleSettings,
-    check_bootstrap_manager,
+    CoreError, EmailSettings, EmailVerification, JwtAlg, KeySettings, PasswordCost, Secret, Settings, StoreOptions,
+    ThrottleSettings, check_bootstrap_manager,
 };
 use ipnet::IpNet;
 
@@ -240,6 +240,83 @@ pub struct Config {
     )]
     pub key_encryption_previous_keys: Vec<Secret>,
 
+    /// Where mail goes: `smtp://host:port` (plaintext), `smtp://host:port?tls=required`
+    /// (STARTTLS), `smtps://host:port` (TLS); credentials as `smtp://user:password@host`.
+    /// Unset: every message is written as an `.eml` file into `IDENTITY_OUTBOX_DIR`, its link
+    /// logged.
+    #[arg(long, env = "IDENTITY_SMTP_URL", value_name = "IDENTITY_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+
+    /// The `From:` of every message.
+    #[arg(
+        long,
+        env = "IDENTITY_EMAIL_FROM",
+        value_name = "IDENTITY_EMAIL_FROM",
+        default_value = "Identity <no-reply@localhost>"
+    )]
+    pub email_from: String,
+
+    /// The base of every link in a message (the facade's public URL; never a request's Host).
+    /// Default: the issuer.
+    #[arg(long, env = "IDENTITY_PUBLIC_URL", value_name = "IDENTITY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// `optional`: login works before the address is verified (`User.email_verified` tells);
+    /// `required`: login is refused (EMAIL_NOT_VERIFIED) until it is.
+    #[arg(
+        long,
+        env = "IDENTITY_EMAIL_VERIFICATION",
+        value_name = "IDENTITY_EMAIL_VERIFICATION",
+        default_value = "optional"
+    )]
+    pub email_verification: EmailVerification,
+
+    /// Where messages are written when `IDENTITY_SMTP_URL` is unset.
+    #[arg(long, env = "IDENTITY_OUTBOX_DIR", value_name = "IDENTITY_OUTBOX_DIR", default_value = "data/outbox")]
+    pub outbox_dir: PathBuf,
+
+    /// How long a password-reset link works.
+    #[arg(long, env = "IDENTITY_PASSWORD_RESET_TTL", value_name = "IDENTITY_PASSWORD_RESET_TTL", default_value = "1h")]
+    pub password_reset_ttl: humantime::Duration,
+
+    /// How long a verification link works.
+    #[arg(
+        long,
+        env = "IDENTITY_EMAIL_VERIFICATION_TTL",
+        value_name = "IDENTITY_EMAIL_VERIFICATION_TTL",
+        default_value = "3d"
+    )]
+    pub email_verification_ttl: humantime::Duration,
+
+    /// How long the link confirming a new address works.
+    #[arg(long, env = "IDENTITY_EMAIL_CHANGE_TTL", value_name = "IDENTITY_EMAIL_CHANGE_TTL", default_value = "1h")]
+    pub email_change_ttl: humantime::Duration,
+
+    /// Reset and verification requests naming one address, per `IDENTITY_MAIL_LIMIT_WINDOW`.
+    #[arg(long, env = "IDENTITY_MAIL_ADDRESS_LIMIT", value_name = "IDENTITY_MAIL_ADDRESS_LIMIT", default_value_t = 3)]
+    pub mail_address_limit: u32,
+
+    /// Requests for mail from one client address, per `IDENTITY_MAIL_LIMIT_WINDOW`.
+    #[arg(long, env = "IDENTITY_MAIL_CLIENT_LIMIT", value_name = "IDENTITY_MAIL_CLIENT_LIMIT", default_value_t = 20)]
+    pub mail_client_limit: u32,
+
+    /// The window of the two mail limits.
+    #[arg(long, env = "IDENTITY_MAIL_LIMIT_WINDOW", value_name = "IDENTITY_MAIL_LIMIT_WINDOW", default_value = "1h")]
+    pub mail_limit_window: humantime::Duration,
+
+    /// The longest wait between two delivery attempts of a message (1 s, doubling, up to this).
+    #[arg(long, env = "IDENTITY_MAIL_RETRY_MAX", value_name = "IDENTITY_MAIL_RETRY_MAX", default_value = "5m")]
+    pub mail_retry_max: humantime::Duration,
+
+    /// A message still undelivered this long after it was queued is abandoned.
+    #[arg(
+        long,
+        env = "IDENTITY_MAIL_GIVE_UP_AFTER",
+        value_name = "IDENTITY_MAIL_GIVE_UP_AFTER",
+        default_value = "24h"
+    )]
+    pub mail_give_up: humantime::Duration,
+
     /// Database connection pool size.
     #[arg(
         long,
@@ -301,6 +378,18 @@ fn variable(field: &str) -> &str {
         "keys.publish_ahead" => "IDENTITY_KEY_PUBLISH_AHEAD",
         "keys.jwks_max_age" => "IDENTITY_JWKS_MAX_AGE",
         "keys.previous_secrets" => "IDENTITY_JWT_PREVIOUS_SECRETS",
+        "email.smtp_url" => "IDENTITY_SMTP_URL",
+        "email.from" => "IDENTITY_EMAIL_FROM",
+        "email.public_url" => "IDENTITY_PUBLIC_URL (or IDENTITY_ISSUER, its default)",
+        "email.outbox_dir" => "IDENTITY_OUTBOX_DIR",
+        "email.reset_ttl" => "IDENTITY_PASSWORD_RESET_TTL",
+        "email.verification_ttl" => "IDENTITY_EMAIL_VERIFICATION_TTL",
+        "email.change_ttl" => "IDENTITY_EMAIL_CHANGE_TTL",
+        "email.address_limit" => "IDENTITY_MAIL_ADDRESS_LIMIT",
+        "email.client_limit" => "IDENTITY_MAIL_CLIENT_LIMIT",
+        "email.limit_window" => "IDENTITY_MAIL_LIMIT_WINDOW",
+        "email.retry_max" => "IDENTITY_MAIL_RETRY_MAX",
+        "email.give_up_after" => "IDENTITY_MAIL_GIVE_UP_AFTER",
         other => other,
     }
 }
@@ -337,8 +426,24 @@ impl Config {
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ConfigError("IDENTITY_DATABASE_URL: expected a sqlite: or postgres:// URL".into()));
         }
+        let issuer = self.issuer.clone().unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
         let settings = Settings {
-            issuer: self.issuer.clone().unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
+            email: EmailSettings {
+                smtp_url: self.smtp_url.clone(),
+                from: self.email_from.clone(),
+                public_url: self.public_url.clone().unwrap_or_else(|| issuer.clone()),
+                verification: self.email_verification,
+                outbox_dir: self.outbox_dir.clone(),
+                reset_ttl: self.password_reset_ttl.into(),
+                verification_ttl: self.email_verification_ttl.into(),
+                change_ttl: self.email_change_ttl.into(),
+                address_limit: self.mail_address_limit,
+                client_limit: self.mail_client_limit,
+                limit_window: self.mail_limit_window.into(),
+                retry_max: self.mail_retry_max.into(),
+                give_up_after: self.mail_give_up.into(),
+            },
+            issuer,
             audience: self.audience.clone(),
             jwt_alg: self.jwt_alg,
             jwt_secret: self.jwt_secret.clone(),

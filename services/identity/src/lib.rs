@@ -8,10 +8,13 @@ pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use identity_core::{CoreError, Identity, ReplicationObserver};
+use identity_core::{CoreError, Identity, Observer};
 use identity_proto::{
     FILE_DESCRIPTOR_SET,
-    pb::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+    pb::{
+        account_service_server::AccountServiceServer, auth_service_server::AuthServiceServer,
+        user_service_server::UserServiceServer,
+    },
 };
 use tokio::net::TcpListener;
 use tonic::{
@@ -70,7 +73,7 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
     let janitor = config.janitor()?;
     let bootstrap = config.bootstrap_manager()?;
     let metrics = metrics::Metrics::new();
-    let observer: Arc<dyn ReplicationObserver> = metrics.clone();
+    let observer: Arc<dyn Observer> = metrics.clone();
     // Replicas starting together take turns (a PostgreSQL advisory lock) from migrating to
     // creating the bootstrap manager: one schema, one key set, one manager.
     let (identity, startup) = Identity::open(config.database_url.expose(), &config.store()?, settings, observer)
@@ -100,10 +103,11 @@ pub async fn serve(
 }
 
 /// The names health reports: the server as a whole and each of our services.
-const HEALTH_SERVICES: [&str; 3] = [
+const HEALTH_SERVICES: [&str; 4] = [
     "",
     <UserServiceServer<grpc::users::Users> as NamedService>::NAME,
     <AuthServiceServer<grpc::auth::Auth> as NamedService>::NAME,
+    <AccountServiceServer<grpc::accounts::Accounts> as NamedService>::NAME,
 ];
 
 impl Opened {
@@ -163,6 +167,7 @@ impl Opened {
 
         let janitor = tokio::spawn(run_janitor(identity.clone(), janitor, metrics.clone()));
         let keys = tokio::spawn(run_keys(identity.clone(), metrics.clone()));
+        let mail = tokio::spawn(run_mail(identity.clone(), metrics.clone()));
 
         let (stopping_sender, stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -188,7 +193,12 @@ impl Opened {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                UserServiceServer::new(grpc::users::Users::new(identity.clone())).max_decoding_message_size(limit),
+                UserServiceServer::new(grpc::users::Users::new(identity.clone(), forwarders.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                AccountServiceServer::new(grpc::accounts::Accounts::new(identity.clone(), forwarders.clone()))
+                    .max_decoding_message_size(limit),
             )
             .add_service(
                 AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), forwarders, stopping))
@@ -202,6 +212,7 @@ impl Opened {
         sweeper.abort();
         janitor.abort();
         keys.abort();
+        mail.abort();
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
@@ -238,6 +249,8 @@ async fn run_janitor(identity: Identity, janitor: config::Janitor, metrics: Arc<
                         sessions = swept.sessions,
                         refresh_tokens = swept.refresh_tokens,
                         login_attempts = swept.login_attempts,
+                        account_tokens = swept.account_tokens,
+                        outbox = swept.outbox,
                         "janitor deleted rows past their life"
                     );
                 }
@@ -274,6 +287,28 @@ async fn run_keys(identity: Identity, metrics: Arc<metrics::Metrics>) {
             },
         }
         metrics.keys(identity.key_clock());
+    }
+}
+
+/// How often each replica looks for mail due (queued by another replica, or due for another
+/// attempt) when it queued none itself.
+const MAIL_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The outbox's sender: whenever this replica queued a message, and every second, sends what
+/// is due (the outbox decides which replica sends which message), then shows the backlog.
+async fn run_mail(identity: Identity, metrics: Arc<metrics::Metrics>) {
+    loop {
+        if let Err(error) = identity.deliver_mail().await {
+            tracing::debug!(%error, "mail: cannot read the outbox; trying again in a second");
+        }
+        match identity.mail_backlog().await {
+            Ok(backlog) => metrics.mail_backlog(backlog),
+            Err(error) => tracing::debug!(%error, "mail: cannot measure the outbox"),
+        }
+        tokio::select! {
+            () = identity.mail_queued() => {}
+            () = tokio::time::sleep(MAIL_POLL_INTERVAL) => {}
+        }
     }
 }
 

@@ -12,7 +12,14 @@
 //! - `identity_janitor_rows_removed_total{table}`: rows the janitor deleted, by table;
 //! - `identity_signing_key_age_seconds`: since the current signing key started signing;
 //! - `identity_signing_key_next_activation_seconds`: until the next key signs (the published
-//!   one, or the next scheduled rotation); NaN under HS256, which does not rotate by itself.
+//!   one, or the next scheduled rotation); NaN under HS256, which does not rotate by itself;
+//! - `identity_mail_queued_total{kind}`: messages queued by this replica (a reset or resend
+//!   for an unknown address too: it is dropped when sent, as `skipped`);
+//! - `identity_mail_attempts_total{kind,outcome}`: delivery attempts this replica made, by
+//!   outcome (`sent`, `failed` — another attempt follows —, `abandoned`, `skipped`);
+//! - `identity_mail_outbox_depth`: messages waiting (every replica's, read from the database);
+//! - `identity_mail_outbox_oldest_age_seconds`: how long the oldest of them has waited (0 when
+//!   none waits).
 
 use std::{
     convert::Infallible,
@@ -26,7 +33,7 @@ use std::{
 use http_body_util::Full;
 use hyper::{Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
-use identity_core::{KeyClock, ReplicationObserver, Swept};
+use identity_core::{Backlog, KeyClock, MailKind, MailObserver, MailOutcome, ReplicationObserver, Swept};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     encoding::text::encode,
@@ -49,6 +56,21 @@ pub struct Metrics {
     janitor_removed: Family<TableLabel, Counter>,
     key_age: Gauge<f64, AtomicU64>,
     key_next: Gauge<f64, AtomicU64>,
+    mail_queued: Family<KindLabel, Counter>,
+    mail_attempts: Family<AttemptLabel, Counter>,
+    outbox_depth: Gauge<i64, AtomicI64>,
+    outbox_oldest: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabel {
+    kind: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,8 +120,28 @@ impl Metrics {
             "Until the next signing key signs (published, or scheduled)",
             key_next.clone(),
         );
+        let mail_queued = Family::<KindLabel, Counter>::default();
+        registry.register("mail_queued", "Messages queued by this replica, by kind", mail_queued.clone());
+        let mail_attempts = Family::<AttemptLabel, Counter>::default();
+        registry.register(
+            "mail_attempts",
+            "Delivery attempts this replica made, by kind and outcome (sent, failed, abandoned, skipped)",
+            mail_attempts.clone(),
+        );
+        let outbox_depth = Gauge::<i64, AtomicI64>::default();
+        registry.register("mail_outbox_depth", "Messages waiting to be sent", outbox_depth.clone());
+        let outbox_oldest = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "mail_outbox_oldest_age_seconds",
+            "How long the oldest waiting message has waited",
+            outbox_oldest.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            mail_queued,
+            mail_attempts,
+            outbox_depth,
+            outbox_oldest,
             apply_lag,
             listener_up,
             listener_losses,
@@ -116,6 +158,12 @@ impl Metrics {
         self.key_next.set(clock.until_next.map_or(f64::NAN, |until| until.as_secs_f64()));
     }
 
+    /// The outbox as the sender last saw it.
+    pub fn mail_backlog(&self, backlog: Backlog) {
+        self.outbox_depth.set(i64::try_from(backlog.depth).unwrap_or(i64::MAX));
+        self.outbox_oldest.set(backlog.oldest.map_or(0.0, |age| age.as_secs_f64()));
+    }
+
     /// One janitor run and what it deleted.
     pub fn janitor(&self, swept: Swept) {
         self.janitor_runs.inc();
@@ -123,6 +171,8 @@ impl Metrics {
             ("sessions", swept.sessions),
             ("refresh_tokens", swept.refresh_tokens),
             ("login_attempts", swept.login_attempts),
+            ("account_tokens", swept.account_tokens),
+            ("outbox", swept.outbox),
         ] {
             self.janitor_removed.get_or_create(&TableLabel { table }).inc_by(rows);
         }
@@ -134,6 +184,16 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl MailObserver for Metrics {
+    fn queued(&self, kind: MailKind) {
+        self.mail_queued.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
+    }
+
+    fn attempted(&self, kind: MailKind, outcome: MailOutcome) {
+        self.mail_attempts.get_or_create(&AttemptLabel { kind: kind.as_str(), outcome: outcome.as_str() }).inc();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The login use case, in named steps: find the account, reserve a throttle slot, verify the
-//! password, rehash it if the cost was raised, open the session. (A second factor will be one
+//! password, rehash it if the cost was raised, refuse an unverified address if verification is
+//! required, open the session. (A second factor will be one
 //! more step between verifying and opening.)
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
@@ -10,6 +11,7 @@ use crate::{
     entities::{credentials, sessions, users},
     error::{CoreError, CoreResult},
     passwords::{self, Verified},
+    settings::EmailVerification,
     throttle, tokens,
     users::User,
 };
@@ -39,6 +41,11 @@ impl Identity {
         reservation.succeeded(self.db()).await?;
         if let Some(hash) = rehashed {
             self.store_rehash(&user.id, hash).await?;
+        }
+        // Told only to whoever knows the password: it says nothing of the account to others.
+        if self.settings().email.verification == EmailVerification::Required && !user.email_verified {
+            tracing::info!(user_id = %user.id, "login refused: email address not verified");
+            return Err(CoreError::EmailNotVerified);
         }
         self.open_session(user, client).await
     }

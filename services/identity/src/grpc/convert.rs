@@ -17,6 +17,7 @@ pub fn user(user: &User) -> pb::User {
         is_active: user.is_active,
         date_joined: timestamp(user.date_joined),
         last_login: user.last_login.and_then(timestamp),
+        email_verified: user.email_verified,
     }
 }
 

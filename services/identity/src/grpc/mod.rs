@@ -1,6 +1,7 @@
 //! The gRPC transport: one file per proto service, the caller read from metadata here, and
 //! the one error conversion in `status`.
 
+pub mod accounts;
 pub mod auth;
 pub mod convert;
 pub mod edge;

@@ -19,7 +19,7 @@ pub fn to_status(error: CoreError) -> Status {
             ErrorDetails::with_error_info(reason.code(), DOMAIN, std::collections::HashMap::new()),
         ),
         CoreError::Forbidden(message) => Status::permission_denied(message),
-        CoreError::Throttled { retry_after } => Status::with_error_details(
+        CoreError::Throttled { retry_after, .. } => Status::with_error_details(
             Code::ResourceExhausted,
             error.to_string(),
             ErrorDetails::with_retry_info(Some(retry_after.max(std::time::Duration::from_secs(1)))),
@@ -33,6 +33,11 @@ pub fn to_status(error: CoreError) -> Status {
         ),
         CoreError::Unavailable => Status::unavailable("the database is unavailable; retry later"),
         CoreError::Refused(_) => Status::failed_precondition(error.to_string()),
+        CoreError::EmailNotVerified => Status::with_error_details(
+            Code::FailedPrecondition,
+            error.to_string(),
+            ErrorDetails::with_error_info("EMAIL_NOT_VERIFIED", DOMAIN, std::collections::HashMap::new()),
+        ),
         CoreError::KeyEncryption(cause) => {
             tracing::error!(%cause, "signing keys");
             Status::internal("internal error")
@@ -71,7 +76,11 @@ mod tests {
             (CoreError::InvalidCredentials, Code::Unauthenticated),
             (CoreError::SessionDead(DeadReason::SessionRevoked), Code::Unauthenticated),
             (CoreError::Forbidden("no"), Code::PermissionDenied),
-            (CoreError::Throttled { retry_after: Duration::from_secs(3) }, Code::ResourceExhausted),
+            (
+                CoreError::Throttled { what: "failed logins", retry_after: Duration::from_secs(3) },
+                Code::ResourceExhausted,
+            ),
+            (CoreError::EmailNotVerified, Code::FailedPrecondition),
             (CoreError::invalid("email", "bad"), Code::InvalidArgument),
             (CoreError::Unavailable, Code::Unavailable),
             (CoreError::Internal("SELECT secret".into()), Code::Internal),
@@ -86,7 +95,7 @@ mod tests {
         let status = to_status(CoreError::invalid("email", "must be a valid email address"));
         let violation = &status.get_details_bad_request().unwrap().field_violations[0];
         assert_eq!(violation.field, "email");
-        let status = to_status(CoreError::Throttled { retry_after: Duration::from_secs(7) });
+        let status = to_status(CoreError::Throttled { what: "failed logins", retry_after: Duration::from_secs(7) });
         assert_eq!(status.get_details_retry_info().unwrap().retry_delay, Some(Duration::from_secs(7)));
         let status = to_status(CoreError::Internal("SELECT password_hash FROM credentials".into()));
         assert_eq!(status.message(), "internal error");

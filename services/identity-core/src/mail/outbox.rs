@@ -1,0 +1,237 @@
+//! The outbox: messages queued by the flows, sent by every replica's sender, each once.
+//!
+//! A row is claimed by one conditional `UPDATE … RETURNING` that sets `claimed_until` (a lease):
+//! however many replicas look at once, one gets it. Sent, it is marked `sent_at`; failed, it is
+//! released with `next_attempt_at` one back-off later (1 s doubling up to `retry_max`) and
+//! its error; still unsent `give_up_after` after it was queued, it is abandoned (`failed_at`).
+//! A sender that dies holding a lease leaves the row to be claimed again when the lease ends.
+//! An SMTP server that accepted a message just before the database went away may so receive it
+//! twice: delivery is at least once, and exactly once whenever the database answers.
+//!
+//! Times in this table are Unix milliseconds.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, Value};
+
+use super::MailKind;
+use crate::{Identity, clock, error::CoreResult, tokens};
+
+/// How long a claim holds: longer than an SMTP exchange may take.
+const LEASE: Duration = Duration::from_secs(120);
+/// The first wait after a failed attempt; it doubles with each further one.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// What became of one claimed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailOutcome {
+    Sent,
+    /// This attempt failed; another follows.
+    Failed,
+    /// Failed for longer than `give_up_after`: no more attempts.
+    Abandoned,
+    /// Nothing to send: the address has no account (a reset or resend for an unknown or
+    /// already verified address), or the account is gone.
+    Skipped,
+}
+
+impl MailOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailOutcome::Sent => "sent",
+            MailOutcome::Failed => "failed",
+            MailOutcome::Abandoned => "abandoned",
+            MailOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Told what the outbox does (the service turns it into metrics).
+pub trait MailObserver: Send + Sync + 'static {
+    /// A message was queued (for every request, known address or not).
+    fn queued(&self, kind: MailKind);
+    /// A claimed message's attempt ended so.
+    fn attempted(&self, kind: MailKind, outcome: MailOutcome);
+}
+
+/// Queues one message (within the caller's transaction, if it passes one).
+pub(crate) async fn enqueue(
+    db: &impl ConnectionTrait,
+    kind: MailKind,
+    user_id: Option<&str>,
+    recipient: &str,
+) -> CoreResult<()> {
+    const INSERT: &str = "INSERT INTO outbox (id, kind, user_id, recipient, created_at, next_attempt_at) \
+        VALUES ($1, $2, $3, $4, $5, $5)";
+    let now = clock::now_millis();
+    let values: [Value; 5] = [
+        tokens::new_id().into(),
+        kind.as_str().into(),
+        user_id.map(str::to_owned).into(),
+        recipient.to_owned().into(),
+        now.into(),
+    ];
+    db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), INSERT, values)).await?;
+    Ok(())
+}
+
+/// A claimed row.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    id: String,
+    pub kind: Option<MailKind>,
+    pub user_id: Option<String>,
+    pub recipient: String,
+    created_at: i64,
+    attempts: i32,
+}
+
+/// Claims the next due message, if any.
+async fn claim(db: &DatabaseConnection) -> CoreResult<Option<Claimed>> {
+    // The outer condition repeats the inner one: of two senders that picked the same row, the
+    // second finds it claimed once the first committed, and updates nothing.
+    const CLAIM: &str = "UPDATE outbox SET claimed_until = $2, attempts = attempts + 1 \
+        WHERE id = (SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL \
+                    AND next_attempt_at <= $1 AND claimed_until <= $1 ORDER BY next_attempt_at LIMIT 1) \
+          AND sent_at IS NULL AND failed_at IS NULL AND claimed_until <= $1 \
+        RETURNING id, kind, user_id, recipient, created_at, attempts";
+    let now = clock::now_millis();
+    let values: [Value; 2] = [now.into(), (now + clock::millis(LEASE)).into()];
+    let row = db.query_one_raw(Statement::from_sql_and_values(db.get_database_backend(), CLAIM, values)).await?;
+    let Some(row) = row else { return Ok(None) };
+    let kind: String = row.try_get("", "kind")?;
+    Ok(Some(Claimed {
+        id: row.try_get("", "id")?,
+        kind: MailKind::parse(&kind),
+        user_id: row.try_get("", "user_id")?,
+        recipient: row.try_get("", "recipient")?,
+        created_at: row.try_get("", "created_at")?,
+        attempts: row.try_get("", "attempts")?,
+    }))
+}
+
+/// Records how the attempt on `claimed` ended, and returns the outcome to report.
+async fn settle(
+    db: &DatabaseConnection,
+    claimed: &Claimed,
+    result: Result<bool, String>,
+    retry_max: Duration,
+    give_up_after: Duration,
+) -> CoreResult<MailOutcome> {
+    let now = clock::now_millis();
+    let (sql, values, outcome): (&str, Vec<Value>, MailOutcome) = match result {
+        Ok(sent) => (
+            "UPDATE outbox SET sent_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1",
+            vec![claimed.id.clone().into(), now.into()],
+            if sent { MailOutcome::Sent } else { MailOutcome::Skipped },
+        ),
+        Err(error) if now - claimed.created_at >= clock::millis(give_up_after) => (
+            "UPDATE outbox SET failed_at = $2, claimed_until = 0, last_error = $3 WHERE id = $1",
+            vec![claimed.id.clone().into(), now.into(), error.into()],
+            MailOutcome::Abandoned,
+        ),
+        Err(error) => {
+            let wait = backoff(claimed.attempts, retry_max);
+            (
+                "UPDATE outbox SET next_attempt_at = $2, claimed_until = 0, last_error = $3 WHERE id = $1",
+                vec![claimed.id.clone().into(), (now + clock::millis(wait)).into(), error.into()],
+                MailOutcome::Failed,
+            )
+        }
+    };
+    db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, values)).await?;
+    Ok(outcome)
+}
+
+/// The wait after the `attempts`-th failed attempt: 1 s, 2 s, 4 s … up to `retry_max`.
+fn backoff(attempts: i32, retry_max: Duration) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(retry_max)
+}
+
+/// Messages not yet sent nor abandoned, and how long the oldest has waited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backlog {
+    pub depth: u64,
+    pub oldest: Option<Duration>,
+}
+
+// === impl Identity: the sender ===
+
+impl Identity {
+    /// Sends every message due now, one after the other, and returns when none is left (or the
+    /// database fails). Each replica runs this whenever it queued a message and every second;
+    /// the claim decides which replica sends which message.
+    pub async fn deliver_mail(&self) -> CoreResult<()> {
+        let settings = &self.settings().email;
+        while let Some(claimed) = claim(self.db()).await? {
+            let Some(kind) = claimed.kind else {
+                // A kind written by a newer version: leave it to that version, once a lease on.
+                tracing::warn!(id = %claimed.id, "an outbox message of an unknown kind");
+                continue;
+            };
+            let result = match self.letter(kind, &claimed).await {
+                Ok(Some(letter)) => self.mail().send(&letter).await.map(|()| true),
+                Ok(None) => Ok(false),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = &result {
+                tracing::warn!(kind = kind.as_str(), attempt = claimed.attempts, %error, "a mail was not delivered");
+            }
+            let outcome = settle(self.db(), &claimed, result, settings.retry_max, settings.give_up_after).await?;
+            self.mail().observer.attempted(kind, outcome);
+        }
+        Ok(())
+    }
+
+    /// The size and age of the queue (for metrics).
+    pub async fn mail_backlog(&self) -> CoreResult<Backlog> {
+        const SQL: &str = "SELECT COUNT(*) AS depth, MIN(created_at) AS oldest FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL";
+        let db = self.db();
+        let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), SQL)).await?;
+        let Some(row) = row else { return Ok(Backlog::default()) };
+        let depth: i64 = row.try_get("", "depth")?;
+        let oldest: Option<i64> = row.try_get("", "oldest")?;
+        let now = clock::now_millis();
+        Ok(Backlog {
+            depth: u64::try_from(depth).unwrap_or(0),
+            oldest: oldest.map(|at| Duration::from_millis(u64::try_from(now - at).unwrap_or(0))),
+        })
+    }
+
+    /// Waits until this process queues a message (the sender's cue besides its timer).
+    pub async fn mail_queued(&self) {
+        self.mail().queued.notified().await;
+    }
+
+    /// Queues `kind` to `recipient` and wakes this replica's sender.
+    pub(crate) async fn queue_mail(
+        &self,
+        db: &impl ConnectionTrait,
+        kind: MailKind,
+        user_id: Option<&str>,
+        recipient: &str,
+    ) -> CoreResult<()> {
+        enqueue(db, kind, user_id, recipient).await?;
+        self.mail().observer.queued(kind);
+        Ok(())
+    }
+
+    /// Wakes this replica's sender (after the transaction that queued commits).
+    pub(crate) fn wake_sender(&self) {
+        self.mail().queued.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_doubling_up_to_the_cap() {
+        let cap = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=11).map(|attempt| backoff(attempt, cap).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(50, Duration::from_millis(200)), Duration::from_millis(200));
+    }
+}
