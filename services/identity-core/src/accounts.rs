@@ -237,11 +237,12 @@ impl Identity {
         if key(new_email) == key(&user.email) {
             return Err(CoreError::invalid("new_email", "is already the address of the account"));
         }
+        // Throttled before anything is looked up: the answer tells whether an address is taken.
+        self.throttle_mail(new_email, client).await?;
         let taken = users::Entity::find().filter(users::Column::EmailKey.eq(key(new_email))).one(self.db()).await?;
         if taken.is_some() {
             return Err(CoreError::AlreadyExists { field: "email" });
         }
-        self.throttle_mail(new_email, client).await?;
         let txn = self.db().begin().await?;
         self.queue_mail(&txn, MailKind::EmailChange, Some(&user.id), new_email).await?;
         self.queue_mail(&txn, MailKind::EmailChangeNotice, Some(&user.id), &user.email).await?;

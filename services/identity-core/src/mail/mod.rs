@@ -144,8 +144,9 @@ pub(crate) fn lifetime(duration: Duration) -> String {
 /// Where messages go.
 pub(crate) enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// `.eml` files in a directory; each link is also logged.
-    Files(AsyncFileTransport<Tokio1Executor>),
+    /// `.eml` files in a directory (made, readable by the owner only, at the first message);
+    /// each link is also logged.
+    Files(AsyncFileTransport<Tokio1Executor>, std::path::PathBuf),
 }
 
 /// How long one SMTP exchange may take before the attempt counts as failed.
@@ -160,11 +161,8 @@ impl Transport {
                 Ok(Transport::Smtp(builder.timeout(Some(SMTP_TIMEOUT)).build()))
             }
             None => {
-                let dir = &settings.outbox_dir;
-                std::fs::create_dir_all(dir)
-                    .and_then(|()| crate::store::owner_only_dirs(dir))
-                    .map_err(|error| CoreError::invalid("email.outbox_dir", format!("{}: {error}", dir.display())))?;
-                Ok(Transport::Files(AsyncFileTransport::new(dir)))
+                let dir = settings.outbox_dir.clone();
+                Ok(Transport::Files(AsyncFileTransport::new(&dir), dir))
             }
         }
     }
@@ -182,7 +180,8 @@ impl Transport {
             .map_err(|error| format!("building the message: {error}"))?;
         match self {
             Transport::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|error| error.to_string()),
-            Transport::Files(files) => {
+            Transport::Files(files, dir) => {
+                crate::store::owner_only_dirs(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
                 let id = files.send(message).await.map_err(|error| error.to_string())?;
                 tracing::info!(
                     kind = letter.kind.as_str(),
