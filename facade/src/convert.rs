@@ -31,6 +31,7 @@ impl From<pb::User> for User {
             email: user.email,
             role: user.role,
             is_active: user.is_active,
+            verified: user.email_verified,
         }
     }
 }
@@ -97,6 +98,7 @@ impl From<pb::User> for UserView {
             email: user.email,
             role: user.role,
             is_active: user.is_active,
+            email_verified: user.email_verified,
         }
     }
 }
@@ -169,12 +171,14 @@ mod tests {
             username: "ann".into(),
             role: "manager".into(),
             date_joined: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            email_verified: true,
             ..Default::default()
         };
         let graphql = User::from(user.clone());
-        assert_eq!((graphql.profile.role.as_str(), graphql.last_login), ("manager", None));
+        assert_eq!((graphql.profile.role.as_str(), graphql.last_login, graphql.verified), ("manager", None, true));
         let rest = UserView::from(user);
         assert_eq!(rest.date_joined, "2023-11-14T22:13:20+00:00");
+        assert!(rest.email_verified);
     }
 
     #[test]

@@ -12,11 +12,18 @@ use poem::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// The `google.rpc.ErrorInfo` domain of the identity service's errors.
+const DOMAIN: &str = "identity.v1";
+/// The `ErrorInfo` reason of a login refused for an unverified address.
+const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadUserInput,
     Unauthenticated,
     Forbidden,
+    /// The right password for an address not yet verified, while verification is required.
+    EmailNotVerified,
     NotFound,
     Conflict,
     TooManyRequests,
@@ -25,10 +32,11 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::BadUserInput,
         ErrorKind::Unauthenticated,
         ErrorKind::Forbidden,
+        ErrorKind::EmailNotVerified,
         ErrorKind::NotFound,
         ErrorKind::Conflict,
         ErrorKind::TooManyRequests,
@@ -42,6 +50,7 @@ impl ErrorKind {
             ErrorKind::BadUserInput => ("BAD_USER_INPUT", StatusCode::BAD_REQUEST),
             ErrorKind::Unauthenticated => ("UNAUTHENTICATED", StatusCode::UNAUTHORIZED),
             ErrorKind::Forbidden => ("FORBIDDEN", StatusCode::FORBIDDEN),
+            ErrorKind::EmailNotVerified => ("EMAIL_NOT_VERIFIED", StatusCode::FORBIDDEN),
             ErrorKind::NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND),
             ErrorKind::Conflict => ("CONFLICT", StatusCode::CONFLICT),
             ErrorKind::TooManyRequests => ("TOO_MANY_REQUESTS", StatusCode::TOO_MANY_REQUESTS),
@@ -58,10 +67,12 @@ impl ErrorKind {
         self.codes().1
     }
 
-    /// What an identity-service answer means to our clients. Codes the identity service never
-    /// sends (and tonic's own failures) are internal, but for the ones that say "not now".
-    fn from_grpc(code: Code) -> Self {
+    /// What an identity-service answer means to our clients, by its code and the
+    /// `google.rpc.ErrorInfo` (reason, domain) it carries, if any. Codes the identity service
+    /// never sends (and tonic's own failures) are internal, but for the ones that say "not now".
+    fn from_grpc(code: Code, info: Option<(&str, &str)>) -> Self {
         match code {
+            Code::FailedPrecondition if info == Some((EMAIL_NOT_VERIFIED, DOMAIN)) => ErrorKind::EmailNotVerified,
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => ErrorKind::BadUserInput,
             Code::Unauthenticated => ErrorKind::Unauthenticated,
             Code::PermissionDenied => ErrorKind::Forbidden,
@@ -172,7 +183,8 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        let kind = ErrorKind::from_grpc(status.code());
+        let info = status.get_details_error_info();
+        let kind = ErrorKind::from_grpc(status.code(), info.as_ref().map(|i| (i.reason.as_str(), i.domain.as_str())));
         let message = match kind {
             ErrorKind::Internal => {
                 tracing::error!(code = ?status.code(), message = status.message(), "identity service error");
@@ -182,12 +194,14 @@ impl From<tonic::Status> for ApiError {
                 tracing::warn!(code = ?status.code(), message = status.message(), "identity service unavailable");
                 "the identity service is unavailable; retry later".to_owned()
             }
+            // dj-rest-auth's words, for REST and GraphQL alike.
+            ErrorKind::EmailNotVerified => "E-mail is not verified.".to_owned(),
             _ => status.message().to_owned(),
         };
         ApiError {
             kind,
             message,
-            reason: status.get_details_error_info().map(|info| info.reason),
+            reason: info.map(|info| info.reason),
             violations: status
                 .get_details_bad_request()
                 .map(|bad| bad.field_violations.into_iter().map(|v| (v.field, v.description)).collect())
@@ -260,6 +274,7 @@ mod tests {
         let cases = [
             (Code::InvalidArgument, "BAD_USER_INPUT", 400),
             (Code::Unauthenticated, "UNAUTHENTICATED", 401),
+            (Code::FailedPrecondition, "BAD_USER_INPUT", 400),
             (Code::PermissionDenied, "FORBIDDEN", 403),
             (Code::NotFound, "NOT_FOUND", 404),
             (Code::AlreadyExists, "CONFLICT", 409),
@@ -273,6 +288,29 @@ mod tests {
             let error = ApiError::from(tonic::Status::new(code, "x"));
             assert_eq!((error.kind.graphql_code(), error.kind.http_status().as_u16()), (graphql, http), "{code:?}");
         }
+    }
+
+    #[test]
+    fn an_unverified_address_is_its_own_kind_only_with_the_identity_services_reason() {
+        let refusal = |reason: &str, domain: &str| {
+            let details = ErrorDetails::with_error_info(reason, domain, std::collections::HashMap::new());
+            ApiError::from(tonic::Status::with_error_details(
+                Code::FailedPrecondition,
+                "email address not verified",
+                details,
+            ))
+        };
+        let error = refusal("EMAIL_NOT_VERIFIED", "identity.v1");
+        assert_eq!((error.kind.graphql_code(), error.kind.http_status().as_u16()), ("EMAIL_NOT_VERIFIED", 403));
+        assert_eq!(error.message, "E-mail is not verified.");
+        assert_eq!(error.reason.as_deref(), Some("EMAIL_NOT_VERIFIED"));
+        let rendered = error.extend().extensions.unwrap();
+        assert_eq!(rendered.get("code"), Some(&async_graphql::Value::from("EMAIL_NOT_VERIFIED")));
+        // Another reason, or the same word from another domain, is an ordinary precondition.
+        for (reason, domain) in [("SOMETHING_ELSE", "identity.v1"), ("EMAIL_NOT_VERIFIED", "example.com")] {
+            assert_eq!(refusal(reason, domain).kind, ErrorKind::BadUserInput, "{reason} {domain}");
+        }
+        assert!(ErrorKind::ALL.contains(&ErrorKind::EmailNotVerified));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use identity_proto::pb::{self, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
+use identity_proto::pb::{
+    self, account_service_client::AccountServiceClient, auth_service_client::AuthServiceClient,
+    user_service_client::UserServiceClient,
+};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -125,6 +128,10 @@ impl IdentityClient {
 
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel())
+    }
+
+    pub fn accounts(&self) -> AccountServiceClient<Channel> {
+        AccountServiceClient::new(self.channel())
     }
 
     pub fn metrics(&self) -> &Metrics {

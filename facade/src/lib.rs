@@ -5,10 +5,12 @@
 //! database: it sees only the generated `pb` types and its own view types (`convert`).
 //!
 //! Modules, lowest first (each imports only modules above it in this list):
-//! `config`, `credential`, `error`, `metrics`, `server` — `identity` (the gRPC client) —
-//! `discovery` — `browser` (cookies, CSRF) — `context` — `login` — `sockets`, `graphql` (the
-//! schema) — `state` — `rest`, `convert` — `graphql_http`, `graphql_ws`, `hasura`, `pages`.
+//! `config`, `credential`, `error`, `metrics`, `server` — `accounts` (form errors) —
+//! `identity` (the gRPC client) — `discovery` — `browser` (cookies, CSRF) — `context` —
+//! `login` — `sockets`, `graphql` (the schema) — `state` — `rest`, `convert` — `graphql_http`,
+//! `graphql_ws`, `hasura`, `pages`.
 
+pub mod accounts;
 pub mod browser;
 pub mod config;
 pub mod context;
@@ -96,6 +98,11 @@ pub async fn serve(
     });
     let app = Route::new()
         .at("/", get(pages::HtmlPage::demo()))
+        .at("/account/verify-email", get(pages::HtmlPage::verify_email()))
+        .at("/account/confirm-email", get(pages::HtmlPage::confirm_email()))
+        .at("/account/reset-password", get(pages::HtmlPage::reset_password()))
+        .at("/account/account.js", get(pages::Asset::ACCOUNT_SCRIPT))
+        .at("/account/account.css", get(pages::Asset::ACCOUNT_STYLE))
         .at(format!("/graphiql/{}/:name", graphiql::VERSION), get(graphiql::asset))
         .at("/graphql", get(graphql_http::get).post(graphql_http::post))
         .at("/graphql/ws", get(graphql_ws::upgrade))

@@ -59,7 +59,7 @@ pub async fn log_out(request: &RequestContext) -> Result<(), ApiError> {
 }
 
 /// `Logout`; a session that ended meanwhile is logged out all the same.
-async fn end(request: &RequestContext, message: tonic::Request<pb::LogoutRequest>) -> Result<(), ApiError> {
+pub(crate) async fn end(request: &RequestContext, message: tonic::Request<pb::LogoutRequest>) -> Result<(), ApiError> {
     match request.identity.auth().logout(message).await {
         Ok(_) => Ok(()),
         Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(()),

@@ -30,6 +30,20 @@ pub(super) async fn login(request: &RequestContext, username: String, password: 
     request.identity.login(request.anonymous(pb::LoginRequest { username, password })).await.graphql()
 }
 
+/// Logs in with credentials just set (a sign-up, a password change): `None` when the address
+/// must be verified first.
+pub(super) async fn first_login(
+    request: &RequestContext,
+    username: String,
+    password: String,
+) -> Result<Option<pb::LoginResponse>, ApiError> {
+    match request.identity.login(request.anonymous(pb::LoginRequest { username, password })).await {
+        Ok(login) => Ok(Some(login)),
+        Err(error) if error.kind == ErrorKind::EmailNotVerified => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 #[derive(Default)]
 pub struct AuthMutation;
 

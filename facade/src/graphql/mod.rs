@@ -1,6 +1,7 @@
 //! The GraphQL schema (one module per noun) and its limits. `graphql_http` and `graphql_ws`
 //! serve it.
 
+pub mod accounts;
 pub mod auth;
 pub mod sessions;
 pub mod subscriptions;
@@ -19,7 +20,7 @@ use async_graphql::{
 pub struct Query(auth::AuthQuery, users::UsersQuery, sessions::SessionsQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(auth::AuthMutation, users::UsersMutation, sessions::SessionsMutation);
+pub struct Mutation(auth::AuthMutation, users::UsersMutation, sessions::SessionsMutation, accounts::AccountsMutation);
 
 pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
@@ -286,6 +287,25 @@ mod tests {
         assert!(!sdl.to_lowercase().contains("passwordhash") && !sdl.contains("password_hash"));
         for operation in ["tokenAuth", "verifyToken", "refreshToken", "revokeToken", "createUser", "whoami", "users"] {
             assert!(sdl.contains(operation), "{operation} missing");
+        }
+    }
+
+    #[test]
+    fn the_account_mutations_have_django_graphql_auths_signatures() {
+        let sdl = schema(Limits { depth: 10, complexity: 100, aliases: 10 }).sdl();
+        for signature in [
+            "register(email: String!, username: String!, password1: String!, password2: String!): Register!",
+            "verifyAccount(token: String!): VerifyAccount!",
+            "resendActivationEmail(email: String!): ResendActivationEmail!",
+            "sendPasswordResetEmail(email: String!): SendPasswordResetEmail!",
+            "passwordReset(token: String!, newPassword1: String!, newPassword2: String!): PasswordReset!",
+            "passwordChange(oldPassword: String!, newPassword1: String!, newPassword2: String!): PasswordChange!",
+            "requestEmailChange(newEmail: String!): RequestEmailChange!",
+            "confirmEmailChange(token: String!): ConfirmEmailChange!",
+            "errors: ExpectedErrorType",
+            "verified: Boolean!",
+        ] {
+            assert!(sdl.contains(signature), "{signature} missing from\n{sdl}");
         }
     }
 }

@@ -20,6 +20,23 @@ impl ScalarType for GenericScalar {
     }
 }
 
+/// The `errors` of an account operation (django-graphql-auth's `ExpectedErrorType`): each
+/// field (camelCase; `nonFieldErrors` for the form as a whole) with its errors,
+/// `{"newPassword2": [{"message": "...", "code": "password_mismatch"}]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedErrorType(pub serde_json::Value);
+
+#[Scalar(name = "ExpectedErrorType")]
+impl ScalarType for ExpectedErrorType {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        Ok(ExpectedErrorType(value.into_json()?))
+    }
+
+    fn to_value(&self) -> Value {
+        Value::from_json(self.0.clone()).unwrap_or(Value::Null)
+    }
+}
+
 #[derive(Debug, Clone, SimpleObject)]
 pub struct Profile {
     pub role: String,
@@ -32,6 +49,8 @@ pub struct User {
     pub email: String,
     pub role: String,
     pub is_active: bool,
+    /// True once the user followed a link sent to `email` (django-graphql-auth's name).
+    pub verified: bool,
     pub date_joined: DateTime<Utc>,
     pub last_login: Option<DateTime<Utc>>,
     pub profile: Profile,
@@ -99,9 +118,10 @@ pub struct Revoke {
 pub struct CreateUser {
     pub user: User,
     pub profile: Profile,
-    /// An access token for the new user, as after `tokenAuth`.
-    pub token: String,
-    pub refresh_token: String,
+    /// An access token for the new user, as after `tokenAuth`; null while the address must be
+    /// verified before a login.
+    pub token: Option<String>,
+    pub refresh_token: Option<String>,
 }
 
 /// A browser login: the session travels in the `sessionid` cookie, not in the response.
@@ -144,4 +164,70 @@ pub struct UpdateUserInput {
     pub role: Option<String>,
     /// Managers only; deactivating ends the user's sessions.
     pub is_active: Option<bool>,
+}
+
+// === Accounts by email (django-graphql-auth's outputs) ===
+
+/// `register`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Register {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
+    /// The new user's tokens when they may log in at once; null while the address must be
+    /// verified first.
+    pub token: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+/// `verifyAccount`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct VerifyAccount {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
+}
+
+/// `resendActivationEmail`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ResendActivationEmail {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
+}
+
+/// `sendPasswordResetEmail`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct SendPasswordResetEmail {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
+}
+
+/// `passwordReset`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct PasswordReset {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
+}
+
+/// `passwordChange`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct PasswordChange {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
+    /// A new token pair for a bearer caller (whose old session ends); null for a session
+    /// (cookie) caller, whose session goes on.
+    pub token: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+/// `requestEmailChange`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct RequestEmailChange {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
+}
+
+/// `confirmEmailChange`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ConfirmEmailChange {
+    pub success: bool,
+    pub errors: Option<ExpectedErrorType>,
 }

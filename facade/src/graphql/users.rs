@@ -47,7 +47,8 @@ pub struct UsersMutation;
 
 #[Object]
 impl UsersMutation {
-    /// Sign up (role "user"), and log in at once: the response carries tokens.
+    /// Sign up (role "user"), and log in at once: the response carries tokens (null while the
+    /// address must be verified before a login; a verification link is on its way).
     async fn create_user(
         &self,
         ctx: &Context<'_>,
@@ -64,13 +65,9 @@ impl UsersMutation {
         };
         let created = request.identity.users().create_user(request.anonymous(message)).await.graphql()?.into_inner();
         let user = created.user.ok_or_else(ApiError::internal).graphql()?;
-        let login = super::auth::login(request, username, password).await?;
-        Ok(CreateUser {
-            profile: Profile { role: user.role.clone() },
-            user: User::from(user),
-            token: login.access_token,
-            refresh_token: login.refresh_token,
-        })
+        let login = super::auth::first_login(request, username, password).await.graphql()?;
+        let (token, refresh_token) = login.map(|login| (login.access_token, login.refresh_token)).unzip();
+        Ok(CreateUser { profile: Profile { role: user.role.clone() }, user: User::from(user), token, refresh_token })
     }
 
     /// Self: email. Managers: email, role, isActive.
