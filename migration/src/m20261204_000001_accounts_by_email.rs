@@ -10,6 +10,8 @@
 //! - `outbox`: messages to send. A row holds what to send and to whom, never a token: the sender
 //!   makes the link when it sends. Senders claim a row with a conditional update
 //!   (`claimed_until`), so each message leaves once whichever replica sends it.
+//!   `recipient_key` is the recipient's lookup key (as `users.email_key`): a password change
+//!   voids the links still queued for the user's address.
 
 use sea_orm_migration::prelude::*;
 
@@ -35,6 +37,7 @@ impl MigrationTrait for Migration {
                 kind VARCHAR(32) NOT NULL, \
                 user_id VARCHAR(64) NULL, \
                 recipient VARCHAR(254) NOT NULL, \
+                recipient_key VARCHAR(254) NOT NULL, \
                 created_at BIGINT NOT NULL, \
                 attempts INTEGER NOT NULL DEFAULT 0, \
                 next_attempt_at BIGINT NOT NULL, \

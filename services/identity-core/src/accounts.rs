@@ -5,7 +5,7 @@
 //! one live token per user and kind: a newer link replaces the older in the same statement
 //! (`ON CONFLICT (user_id, kind)`), following a link deletes its row (`DELETE … RETURNING`:
 //! of any number of simultaneous uses, one finds it), and a password change or reset deletes
-//! every link of the user.
+//! every link of the user, sent or still queued.
 //!
 //! A request naming an address (reset, resend) does the same work whether or not an account
 //! has it — two throttle counters and one outbox row — and answers the same. Which account
@@ -124,11 +124,11 @@ async fn take(db: &impl ConnectionTrait, kind: LinkKind, token: &str) -> CoreRes
     Ok(link)
 }
 
-/// Voids every link of the user (a password changed or reset).
+/// Voids every link of the user, sent or still queued (a password changed or reset).
 pub(crate) async fn void_links(db: &impl ConnectionTrait, user_id: &str) -> CoreResult<()> {
     let sql = "DELETE FROM account_tokens WHERE user_id = $1";
     db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, [user_id.to_owned().into()])).await?;
-    Ok(())
+    crate::mail::outbox::void_queued_links(db, user_id).await
 }
 
 // === impl Identity: the flows ===

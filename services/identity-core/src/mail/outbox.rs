@@ -61,17 +61,30 @@ pub(crate) async fn enqueue(
     user_id: Option<&str>,
     recipient: &str,
 ) -> CoreResult<()> {
-    const INSERT: &str = "INSERT INTO outbox (id, kind, user_id, recipient, created_at, next_attempt_at) \
-        VALUES ($1, $2, $3, $4, $5, $5)";
+    const INSERT: &str = "INSERT INTO outbox (id, kind, user_id, recipient, recipient_key, created_at, next_attempt_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $6)";
     let now = clock::now_millis();
-    let values: [Value; 5] = [
+    let values: [Value; 6] = [
         tokens::new_id().into(),
         kind.as_str().into(),
         user_id.map(str::to_owned).into(),
         recipient.to_owned().into(),
+        crate::users::key(recipient).into(),
         now.into(),
     ];
     db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), INSERT, values)).await?;
+    Ok(())
+}
+
+/// Voids the links still queued for the user (by id, or by the address a request named):
+/// they are never sent, like those already sent are refused (a password changed or reset).
+pub(crate) async fn void_queued_links(db: &impl ConnectionTrait, user_id: &str) -> CoreResult<()> {
+    const VOID: &str = "UPDATE outbox SET failed_at = $2, last_error = 'void: the password changed' \
+        WHERE sent_at IS NULL AND failed_at IS NULL AND kind <> $3 \
+          AND (user_id = $1 OR recipient_key = (SELECT email_key FROM users WHERE id = $1))";
+    let values: [Value; 3] =
+        [user_id.to_owned().into(), clock::now_millis().into(), MailKind::EmailChangeNotice.as_str().into()];
+    db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), VOID, values)).await?;
     Ok(())
 }
 
