@@ -163,9 +163,11 @@ async fn cookie_writes_need_the_csrf_token_and_bearer_writes_do_not() {
     let body = browser.log_in("eve", PASSWORD).await;
     let id = body["user"]["id"].as_str().unwrap().to_owned();
 
-    // A cookie-authenticated mutation without the header changes nothing.
-    let update = format!(r#"mutation {{ updateUser(id: "{id}", input: {{email: "evil@example.com"}}) {{ email }} }}"#);
-    let (status, body) = browser.graphql(&update, false).await;
+    // A cookie-authenticated mutation without the header changes nothing. (A user's own email
+    // update asks for an email change: a link is mailed to the new address.)
+    let update =
+        |email: &str| format!(r#"mutation {{ updateUser(id: "{id}", input: {{email: "{email}"}}) {{ email }} }}"#);
+    let (status, body) = browser.graphql(&update("evil@example.com"), false).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(error_code(&body), "FORBIDDEN");
     let (_, body) = browser.graphql(WHOAMI, false).await;
@@ -175,15 +177,27 @@ async fn cookie_writes_need_the_csrf_token_and_bearer_writes_do_not() {
     let (status, _, _) = browser.get("/api/me").await;
     assert_eq!(status, 200, "a refused logout leaves the session alone");
 
-    // With the header it goes through.
-    let (status, body) = browser.graphql(&update, true).await;
-    assert_eq!((status, &body["data"]["updateUser"]["email"]), (200, &json!("evil@example.com")), "{body}");
+    // With the header it goes through: the link to the new address is written, and none was
+    // for the refused one (it would have been sent first).
+    let (status, body) = browser.graphql(&update("eve@new.example.com"), true).await;
+    assert_eq!((status, &body["data"]["updateUser"]["email"]), (200, &json!("eve@example.com")), "{body}");
+    let dir = stack.db.outbox_dir();
+    let link_to = |address: &'static str| {
+        let dir = dir.clone();
+        move || {
+            outbox(&dir)
+                .into_iter()
+                .find(|mail| mail.subject == "Confirm your new email address" && mail.is_to(address))
+        }
+    };
+    eventually(std::time::Duration::from_secs(30), || std::future::ready(link_to("eve@new.example.com")())).await;
+    assert!(link_to("evil@example.com")().is_none(), "the refused mutation asked for an email change");
 
     // Bearer requests need no CSRF token, even with a stale cookie around.
     let (token, _) = stack.client().token_auth("eve", PASSWORD).await;
-    let update = format!(r#"mutation {{ updateUser(id: "{id}", input: {{email: "eve@example.com"}}) {{ email }} }}"#);
-    let body = stack.client().as_user(&token, &update, json!({})).await;
+    let body = stack.client().as_user(&token, &update("eve@bearer.example.com"), json!({})).await;
     assert_eq!(body["data"]["updateUser"]["email"], "eve@example.com", "{body}");
+    eventually(std::time::Duration::from_secs(30), || std::future::ready(link_to("eve@bearer.example.com")())).await;
 }
 
 fn new_token() -> String {

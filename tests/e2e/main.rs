@@ -7,6 +7,7 @@ mod attacks;
 mod backup;
 mod binaries;
 mod browser;
+mod email;
 mod faults;
 mod graphql;
 mod grpc_auth;

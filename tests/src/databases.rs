@@ -1,5 +1,6 @@
 //! A database of each test's own: a fresh SQLite file, or a fresh PostgreSQL database on
-//! `TEST_DATABASE_URL`'s server, dropped after.
+//! `TEST_DATABASE_URL`'s server, dropped after; and, beside it, the directory its services
+//! write mail to when they have no SMTP server.
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -8,6 +9,8 @@ pub struct TestDb {
     pub url: String,
     postgres: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
+    /// Where the services on this database write mail when they have no SMTP server.
+    outbox: tempfile::TempDir,
 }
 
 impl TestDb {
@@ -19,14 +22,25 @@ impl TestDb {
                 db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
                 db.close().await.ok();
                 let (prefix, _) = admin.rsplit_once('/').expect("TEST_DATABASE_URL needs a /database");
-                TestDb { url: format!("{prefix}/{name}"), postgres: Some((admin, name)), _dir: None }
+                TestDb {
+                    url: format!("{prefix}/{name}"),
+                    postgres: Some((admin, name)),
+                    _dir: None,
+                    outbox: tempfile::tempdir().unwrap(),
+                }
             }
             None => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("identity.db").display());
-                TestDb { url, postgres: None, _dir: Some(dir) }
+                TestDb { url, postgres: None, _dir: Some(dir), outbox: tempfile::tempdir().unwrap() }
             }
         }
+    }
+
+    /// The outbox directory of the services on this database (`config` sets it): `.eml`
+    /// files when no SMTP server is configured. Made by the service at its first message.
+    pub fn outbox_dir(&self) -> std::path::PathBuf {
+        self.outbox.path().join("outbox")
     }
 
     pub fn is_postgres(&self) -> bool {

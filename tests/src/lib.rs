@@ -1,7 +1,8 @@
 //! The black-box test harness: real servers on `127.0.0.1:0`, each test with its own database
 //! (a SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` is set), clients
 //! that speak what our users speak, a TCP proxy that can cut a server off from its database, a
-//! PostgreSQL cluster a test may stop, and the binaries run as processes.
+//! PostgreSQL cluster a test may stop, an SMTP server that keeps what it receives, and the
+//! binaries run as processes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,7 @@ pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod servers;
+pub mod smtp;
 pub mod tls;
 
 use std::time::Duration;
@@ -20,16 +22,21 @@ use std::time::Duration;
 pub use browser::Browser;
 pub use clients::*;
 pub use databases::{TestDb, count};
-pub use identity_proto::pb::{auth_service_client::AuthServiceClient, user_service_client::UserServiceClient};
+pub use identity_proto::pb::{
+    account_service_client::AccountServiceClient, auth_service_client::AuthServiceClient,
+    user_service_client::UserServiceClient,
+};
 pub use process::{IdentityProcess, binary};
 pub use proxy::Proxy;
 pub use servers::*;
+pub use smtp::{Mail, SmtpServer, outbox, query_param};
 pub use tls::Pki;
 use tonic::transport::Channel;
 pub use tonic_health::pb as pb_health;
 
 pub type Users = UserServiceClient<Channel>;
 pub type Auth = AuthServiceClient<Channel>;
+pub type Accounts = AccountServiceClient<Channel>;
 
 pub const PASSWORD: &str = "correct horse battery";
 

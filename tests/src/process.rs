@@ -41,6 +41,8 @@ pub struct IdentityProcess {
     child: Child,
     channel: Channel,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Where it writes mail (sign-up sends some), unless `env` says otherwise.
+    _outbox: tempfile::TempDir,
 }
 
 impl IdentityProcess {
@@ -57,10 +59,12 @@ impl IdentityProcess {
 
     async fn start_with(env: &[(&str, &str)], tls: Option<ClientTlsConfig>) -> Self {
         let dir = std::env::temp_dir();
+        let outbox = tempfile::tempdir().unwrap();
         let mut command = Command::new(binary("identity-service"));
         command
             .env_clear()
             .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
+            .env("IDENTITY_OUTBOX_DIR", outbox.path())
             .env("IDENTITY_JWT_ALG", "ES256")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info");
@@ -105,7 +109,7 @@ impl IdentityProcess {
             endpoint = endpoint.tls_config(tls).unwrap();
         }
         let channel = endpoint.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(30)).connect_lazy();
-        let process = IdentityProcess { addr, child, channel, logs };
+        let process = IdentityProcess { addr, child, channel, logs, _outbox: outbox };
         crate::wait_serving(&process.channel, Duration::from_secs(30)).await;
         process
     }

@@ -8,15 +8,20 @@ use identity_service::Config;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Auth, AuthServiceClient, Gql, PASSWORD, TestDb, UserServiceClient, Users, eventually, pb_health};
+use crate::{
+    AccountServiceClient, Accounts, Auth, AuthServiceClient, Gql, PASSWORD, SmtpServer, TestDb, UserServiceClient,
+    Users, eventually, pb_health,
+};
 
-/// The test configuration: the contract's defaults on `db`, ES256 (cheap keys), and a short
-/// database timeout so that outages show quickly.
+/// The test configuration: the contract's defaults on `db`, ES256 (cheap keys), a short
+/// database timeout so that outages show quickly, and mail (sign-up sends some) written into
+/// the test's own directory, never ./data.
 pub fn config(db: &TestDb) -> Config {
     let mut config = Config::defaults();
     config.database_url = Secret::new(db.url.clone());
     config.jwt_alg = JwtAlg::Es256;
     config.database_timeout = secs(2);
+    config.outbox_dir = db.outbox_dir();
     if db.is_postgres() {
         config.key_encryption_key = Some(Secret::new(crate::TEST_KEK));
     }
@@ -28,8 +33,24 @@ pub fn free_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
+/// `config(db)` sending mail to `smtp`, retrying a failed delivery every 200 ms, with mail
+/// limits out of the way (a test of throttling sets its own).
+pub fn mail_config(db: &TestDb, smtp: &SmtpServer) -> Config {
+    let mut config = config(db);
+    config.smtp_url = Some(Secret::new(smtp.url()));
+    config.email_from = "Identity <no-reply@identity.test>".into();
+    config.mail_retry_max = millis(200);
+    config.mail_address_limit = 1000;
+    config.mail_client_limit = 1000;
+    config
+}
+
 pub fn secs(n: u64) -> humantime::Duration {
     Duration::from_secs(n).into()
+}
+
+pub fn millis(n: u64) -> humantime::Duration {
+    Duration::from_millis(n).into()
 }
 
 /// An identity service running in this process on an ephemeral port.
@@ -82,6 +103,10 @@ impl Service {
 
     pub fn auth(&self) -> Auth {
         AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn accounts(&self) -> Accounts {
+        AccountServiceClient::new(self.channel.clone())
     }
 
     pub fn channel(&self) -> Channel {
@@ -141,7 +166,11 @@ pub struct Facade {
 
 impl Facade {
     pub async fn start(config: graphql_facade::Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Starts on a listener bound already (whose address the identity service was told).
+    pub fn start_on(config: graphql_facade::Config, listener: TcpListener) -> Self {
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(graphql_facade::serve(config, listener, async {
@@ -152,6 +181,11 @@ impl Facade {
 
     pub fn url(&self) -> String {
         format!("http://{}/graphql", self.addr)
+    }
+
+    /// `http://addr`, what links to the facade start with.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub async fn stop(mut self) {
@@ -187,11 +221,20 @@ impl Stack {
         Self::start_with(db, identity, |_| {}).await
     }
 
-    pub async fn start_with(db: TestDb, identity: Config, facade: impl FnOnce(&mut graphql_facade::Config)) -> Self {
+    /// Both servers; the links the service mails lead to this facade unless `identity` names
+    /// another public URL.
+    pub async fn start_with(
+        db: TestDb,
+        mut identity: Config,
+        facade: impl FnOnce(&mut graphql_facade::Config),
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let public_url = format!("http://{}", listener.local_addr().unwrap());
+        identity.public_url.get_or_insert(public_url);
         let identity = Service::start(identity).await;
         let mut config = facade_config(&identity);
         facade(&mut config);
-        let facade = Facade::start(config).await;
+        let facade = Facade::start_on(config, listener);
         Stack { facade, identity, db }
     }
 
