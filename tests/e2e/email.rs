@@ -768,6 +768,49 @@ async fn a_reset_link_still_queued_when_the_password_changes_is_never_sent() {
     assert_eq!(count_after_a_while(&smtp, &email("quin"), RESET).await, 1, "the voided link was sent");
 }
 
+#[tokio::test]
+async fn the_metrics_show_mail_waiting_while_the_smtp_server_is_down_and_leaving_once_it_is_back() {
+    let mut smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let metrics = free_address();
+    let service = service(&db, &smtp, |config| config.metrics_addr = Some(metrics)).await;
+    let mut accounts = service.accounts();
+    sign_up(&mut service.users(), "mia").await;
+    smtp.wait_for_subject(&email("mia"), VERIFY, ARRIVAL).await;
+
+    smtp.stop().await;
+    request_reset(&mut accounts, &email("mia")).await.unwrap();
+    request_reset(&mut accounts, &email("nobody")).await.unwrap();
+    let reset = |outcome: &str| format!("identity_mail_attempts_total{{kind=\"reset\",outcome=\"{outcome}\"}}");
+    // The known address's mail waits and is retried; the unknown one's is dropped unsent.
+    let failed = reset("failed");
+    let waiting = eventually(ARRIVAL, || {
+        let failed = failed.clone();
+        async move {
+            let text = scrape(metrics).await;
+            let depth = sample(&text, "identity_mail_outbox_depth");
+            (depth == Some(1.0) && sample(&text, &failed).unwrap_or(0.0) >= 2.0).then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(sample(&waiting, "identity_mail_queued_total{kind=\"reset\"}"), Some(2.0), "{waiting}");
+    assert_eq!(sample(&waiting, &reset("skipped")), Some(1.0), "{waiting}");
+    assert_eq!(sample(&waiting, &reset("sent")), None, "{waiting}");
+    let oldest = sample(&waiting, "identity_mail_outbox_oldest_age_seconds").unwrap();
+    assert!(oldest > 0.0, "{waiting}");
+
+    smtp.restart().await;
+    smtp.wait_for_subject(&email("mia"), RESET, ARRIVAL).await;
+    let left = eventually(ARRIVAL, || async move {
+        let text = scrape(metrics).await;
+        (sample(&text, "identity_mail_outbox_depth") == Some(0.0)).then_some(text)
+    })
+    .await;
+    assert_eq!(sample(&left, &reset("sent")), Some(1.0), "{left}");
+    assert_eq!(sample(&left, "identity_mail_outbox_oldest_age_seconds"), Some(0.0), "{left}");
+    assert_eq!(sample(&left, "identity_mail_attempts_total{kind=\"verify\",outcome=\"sent\"}"), Some(1.0), "{left}");
+}
+
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
