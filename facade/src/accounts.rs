@@ -60,12 +60,8 @@ impl FormErrors {
                     .collect(),
             )),
             ErrorKind::Conflict => {
-                // The identity service says "a user with this <field> already exists".
-                let taken = error
-                    .message
-                    .strip_prefix("a user with this ")
-                    .and_then(|rest| rest.strip_suffix(" already exists"))
-                    .unwrap_or("email");
+                // The identity service names the taken field in a violation.
+                let taken = error.violations.first().map_or("email", |(field, _)| field.as_str());
                 let message = format!("A user with that {taken} already exists.");
                 Some(FormErrors(vec![FieldError { field: form_field(taken), message, code: "unique" }]))
             }
@@ -238,14 +234,16 @@ mod tests {
 
     #[test]
     fn a_taken_name_is_unique_on_its_field() {
-        let taken = ApiError::new(ErrorKind::Conflict, "a user with this email already exists");
-        let errors = FormErrors::of(&taken, &[("email", "new_email")]).unwrap();
+        let taken = |field: &str| ApiError {
+            violations: vec![(field.to_owned(), "is taken".to_owned())],
+            ..ApiError::new(ErrorKind::Conflict, format!("a user with this {field} already exists"))
+        };
+        let errors = FormErrors::of(&taken("email"), &[("email", "new_email")]).unwrap();
         assert_eq!(
             errors.to_graphql(),
             serde_json::json!({"newEmail": [{"message": "A user with that email already exists.", "code": "unique"}]})
         );
-        let taken = ApiError::new(ErrorKind::Conflict, "a user with this username already exists");
-        let errors = FormErrors::of(&taken, &[("username", "username")]).unwrap();
+        let errors = FormErrors::of(&taken("username"), &[("username", "username")]).unwrap();
         assert_eq!((errors.0[0].field, errors.0[0].code), ("username", "unique"));
     }
 

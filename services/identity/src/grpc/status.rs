@@ -11,7 +11,12 @@ pub const DOMAIN: &str = "identity.v1";
 pub fn to_status(error: CoreError) -> Status {
     match error {
         CoreError::NotFound(_) => Status::not_found(error.to_string()),
-        CoreError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+        // The taken field travels as a field violation too, so that clients need not parse text.
+        CoreError::AlreadyExists { field } => Status::with_error_details(
+            Code::AlreadyExists,
+            error.to_string(),
+            ErrorDetails::with_bad_request(vec![FieldViolation::new(field, "is taken")]),
+        ),
         CoreError::InvalidCredentials | CoreError::Unauthenticated => Status::unauthenticated(error.to_string()),
         CoreError::SessionDead(reason) => Status::with_error_details(
             Code::Unauthenticated,
@@ -97,6 +102,8 @@ mod tests {
         assert_eq!(violation.field, "email");
         let status = to_status(CoreError::Throttled { what: "failed logins", retry_after: Duration::from_secs(7) });
         assert_eq!(status.get_details_retry_info().unwrap().retry_delay, Some(Duration::from_secs(7)));
+        let status = to_status(CoreError::AlreadyExists { field: "email" });
+        assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "email");
         let status = to_status(CoreError::Internal("SELECT password_hash FROM credentials".into()));
         assert_eq!(status.message(), "internal error");
     }
