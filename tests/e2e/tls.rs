@@ -142,10 +142,17 @@ async fn under_mutual_tls_only_callers_with_a_certificate_from_the_client_ca_get
         assert!(call.await.unwrap().is_err(), "a caller without a known certificate was served");
     }
 
-    // Each call's log names the caller's certificate subject.
+    // Each call's log names the caller's certificate subject. The log is read from the child's
+    // stdout by a thread, so the last lines may arrive a moment after the last answer.
+    let named = |logs: &[String]| {
+        logs.iter().filter(|line| line.contains("\"message\":\"login\"") && line.contains(tls::CLIENT_SUBJECT)).count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while named(&identity.logs()) < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let logs = identity.logs();
-    let named = logs.iter().filter(|line| line.contains("\"message\":\"login\"") && line.contains(tls::CLIENT_SUBJECT));
-    assert_eq!(named.count(), 10, "logins not attributed to {}: {logs:#?}", tls::CLIENT_SUBJECT);
+    assert_eq!(named(&logs), 10, "logins not attributed to {}: {logs:#?}", tls::CLIENT_SUBJECT);
 
     // grpcurl with the client certificate works, without it not.
     let ca = Pki::path(&pki.ca).to_owned();
