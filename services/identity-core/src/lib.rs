@@ -104,7 +104,7 @@ impl Identity {
     ) -> CoreResult<(Self, StartupLock)> {
         settings.validate()?;
         let transport = mail::Transport::new(&settings.email)?;
-        let from = settings.email.from.parse().map_err(|_| CoreError::invalid("email.from", "is not an address"))?;
+        let from = mail::parse_from("email.from", &settings.email.from)?;
         let sealing = Sealing::resolve(
             settings.keys.encryption_key.as_ref(),
             &settings.keys.previous_encryption_keys,

@@ -295,7 +295,7 @@ impl Default for EmailSettings {
 impl EmailSettings {
     pub fn check(&self) -> CoreResult<()> {
         let mut checks = vec![
-            crate::mail::check_from("email.from", &self.from),
+            crate::mail::parse_from("email.from", &self.from).map(drop),
             crate::mail::check_public_url("email.public_url", &self.public_url),
             crate::mail::check_smtp_url("email.smtp_url", self.smtp_url.as_ref()),
         ];

@@ -14,7 +14,8 @@
 //! attack spread over many addresses cannot lock the real user out.
 //!
 //! Keys are stored as SHA-256 hashes of the normalised account and the address: a failed
-//! login never stores what was typed. Times in this table are Unix **milliseconds**: a lock of
+//! login never stores what was typed. An IPv6 client counts as its /64 (`network`): one host
+//! is usually given a whole /64, and could otherwise take a new budget per address. Times in this table are Unix **milliseconds**: a lock of
 //! one second must not be anything from zero to two.
 
 use std::time::Duration;
@@ -51,10 +52,27 @@ pub(crate) struct Counters {
     account: Counter,
 }
 
+/// What a client address counts as: an IPv4 address itself (an IPv4-mapped IPv6 address as
+/// that IPv4 address), an IPv6 address as its /64; anything else as written.
+pub(crate) fn network(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+            }
+        },
+        Ok(ip) => ip.to_string(),
+        Err(_) => address.to_owned(),
+    }
+}
+
 impl Counters {
     /// `account` names the account (`id:<user id>` for a known user, the normalised login
-    /// otherwise); `address` is the client's address.
+    /// otherwise); `address` is the client's address (counted as its `network`).
     pub(crate) fn new(settings: &ThrottleSettings, account: &str, address: &str) -> Self {
+        let address = &network(address);
         Counters {
             pair: Counter::new("pair", &format!("{account}\n{address}"), settings.max_failures),
             address: Counter::new("address", address, settings.address_max_failures),
@@ -252,6 +270,16 @@ fn lock_for(settings: &ThrottleSettings, limit: u32, failures: u32) -> Duration 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_slash_64() {
+        assert_eq!(network("2001:db8::1"), network("2001:db8::ffff:2"));
+        assert_eq!(network("2001:db8::1"), "2001:db8:0:0::/64");
+        assert_ne!(network("2001:db8::1"), network("2001:db8:0:1::1"));
+        assert_eq!(network("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(network("192.0.2.7"), "192.0.2.7");
+        assert_eq!(network("unknown"), "unknown");
+    }
 
     fn settings() -> ThrottleSettings {
         ThrottleSettings {

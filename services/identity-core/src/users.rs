@@ -12,13 +12,14 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_security::MixedScript;
 
 use crate::{
-    ClientInfo, Identity, clock,
+    Identity, clock,
     entities::{credentials, users},
     error::{CoreError, CoreResult},
     events::{Event, RevokeReason},
     keys::Claims,
-    mail::MailKind,
+    mail::{MailKind, outbox::Queued},
     passwords::{self, Verified},
+    sessions::revoke::revoke_sessions_in,
     store, tokens,
 };
 
@@ -323,7 +324,9 @@ impl Identity {
         .exec_without_returning(&txn)
         .await?;
         if joined == Joined::SignedUp {
-            self.queue_mail(&txn, MailKind::Verify, Some(&row.id), &row.email).await?;
+            let message =
+                Queued { kind: MailKind::Verify, user_id: Some(&row.id), recipient: &row.email, new_email: None };
+            self.queue_mail(&txn, message).await?;
         }
         txn.commit().await?;
         tracing::info!(user_id = %row.id, role = role.as_str(), "user created");
@@ -384,17 +387,11 @@ impl Identity {
         Ok(UserPage { users: rows.into_iter().map(User::from).collect(), next_page_token })
     }
 
-    /// Self: email, which starts an email change (`request_email_change`: a link to the new
-    /// address, the address unchanged until it is followed). Manager: email (at once, and then
-    /// unverified), role, is_active. A role change is announced to the user's live sessions;
-    /// deactivation revokes them.
-    pub async fn update_user(
-        &self,
-        caller: Option<&Principal>,
-        id: &str,
-        patch: UserPatch,
-        client: &ClientInfo,
-    ) -> CoreResult<User> {
+    /// Managers only: email (at once, and then unverified; every link sent to the old address
+    /// is void), role, is_active. A role change is announced to the user's live sessions;
+    /// deactivation revokes them. A user's own email is changed by `request_email_change`,
+    /// which asks for the password; asked for here, it is refused.
+    pub async fn update_user(&self, caller: Option<&Principal>, id: &str, patch: UserPatch) -> CoreResult<User> {
         let caller = caller.ok_or(CoreError::Unauthenticated)?;
         check_id("user.id", id)?;
         let own = caller.user.id == id;
@@ -412,41 +409,56 @@ impl Identity {
             if let Some(email) = &patch.email
                 && key(email) != key(&caller.user.email)
             {
-                self.request_email_change(Some(caller), email, client).await?;
+                return Err(CoreError::invalid(
+                    "user.email",
+                    "is changed by RequestEmailChange, which asks for the current password",
+                ));
             }
             return self.find_user(id).await?.ok_or(CoreError::NotFound("user"));
         }
         let before = self.find_user(id).await?.ok_or(CoreError::NotFound("user"))?;
         let mut row =
             users::ActiveModel { id: Set(id.to_owned()), updated_at: Set(clock::now()), ..Default::default() };
+        let moved = patch.email.as_ref().is_some_and(|email| key(email) != key(&before.email));
         if let Some(email) = &patch.email {
             row.email = Set(email.trim().to_owned());
             row.email_key = Set(key(email.trim()));
-            if key(email) != key(&before.email) {
+            if moved {
                 row.email_verified = Set(false);
             }
         }
+        let deactivated = before.is_active && patch.is_active == Some(false);
         if let Some(role) = patch.role {
             row.role = Set(role.as_str().to_owned());
         }
         if let Some(is_active) = patch.is_active {
             row.is_active = Set(is_active);
         }
-        match users::Entity::update(row).exec(self.db()).await {
+        // One transaction: the links sent to the old address die with it, the sessions with
+        // the account's deactivation.
+        let txn = self.db().begin().await?;
+        if moved {
+            crate::accounts::void_links(&txn, id).await?;
+        }
+        match users::Entity::update(row).exec(&txn).await {
             Ok(_) => {}
             Err(error) if store::is_unique_violation(&error) => {
                 return Err(CoreError::AlreadyExists { field: "email" });
             }
             Err(error) => return Err(error.into()),
         }
+        let revoked = if deactivated {
+            revoke_sessions_in(&txn, id, RevokeReason::UserDeactivated, None).await?
+        } else {
+            Vec::new()
+        };
+        txn.commit().await?;
         let after = self.find_user(id).await?.ok_or(CoreError::NotFound("user"))?;
         self.publish(Event::UserChanged { user_id: id.to_owned() }).await;
         if after.role != before.role {
             self.announce_role_change(&after).await?;
         }
-        if before.is_active && !after.is_active {
-            self.revoke_user_sessions(id, RevokeReason::UserDeactivated, None).await?;
-        }
+        self.announce_all_revoked(&revoked, RevokeReason::UserDeactivated).await?;
         Ok(after)
     }
 
@@ -475,24 +487,33 @@ impl Identity {
             passwords::check_presented("current_password", current),
             passwords::check_policy("new_password", new, &caller.user.username),
         ])?;
-        let credential = credentials::Entity::find_by_id(caller.user.id.clone())
-            .one(self.db())
-            .await?
-            .ok_or(CoreError::NotFound("user"))?;
-        if self.passwords().verify(current, Some(&credential.password_hash)).await? == Verified::No {
-            return Err(CoreError::invalid("current_password", "is not the current password"));
-        }
+        self.check_current_password(&caller.user.id, current).await?;
         let hash = self.passwords().hash(new).await?;
         let txn = self.db().begin().await?;
+        crate::accounts::void_links(&txn, &caller.user.id).await?;
         credentials::Entity::update_many()
             .col_expr(credentials::Column::PasswordHash, Expr::value(hash))
             .col_expr(credentials::Column::UpdatedAt, Expr::value(clock::now()))
             .filter(credentials::Column::UserId.eq(caller.user.id.clone()))
             .exec(&txn)
             .await?;
-        crate::accounts::void_links(&txn, &caller.user.id).await?;
+        let reason = RevokeReason::PasswordChanged;
+        let revoked = revoke_sessions_in(&txn, &caller.user.id, reason, Some(&caller.session_id)).await?;
         txn.commit().await?;
-        self.revoke_user_sessions(&caller.user.id, RevokeReason::PasswordChanged, Some(&caller.session_id)).await
+        self.announce_all_revoked(&revoked, reason).await?;
+        Ok(u32::try_from(revoked.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Refuses (on `current_password`) a password that is not the user's.
+    pub(crate) async fn check_current_password(&self, user_id: &str, current: &str) -> CoreResult<()> {
+        let credential = credentials::Entity::find_by_id(user_id.to_owned())
+            .one(self.db())
+            .await?
+            .ok_or(CoreError::NotFound("user"))?;
+        if self.passwords().verify(current, Some(&credential.password_hash)).await? == Verified::No {
+            return Err(CoreError::invalid("current_password", "is not the current password"));
+        }
+        Ok(())
     }
 
     /// Creates a manager from `username:password` when no manager exists yet.

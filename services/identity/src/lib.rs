@@ -89,6 +89,14 @@ pub async fn open(config: &Config) -> Result<Opened, StartError> {
         }
     }
     startup.release().await;
+    if config.smtp_url.is_none() {
+        // The embedded default: fine on a laptop, never in production.
+        tracing::warn!(
+            dir = %config.outbox_dir.display(),
+            "no IDENTITY_SMTP_URL: mail is written to files and every link (password resets too) is logged; \
+             set IDENTITY_SMTP_URL in production"
+        );
+    }
     let forwarders = grpc::Forwarders::new(config.trusted_forwarders.clone());
     Ok(Opened { identity, metrics, metrics_addr: config.metrics_addr, forwarders, transport, janitor })
 }
@@ -193,8 +201,7 @@ impl Opened {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                UserServiceServer::new(grpc::users::Users::new(identity.clone(), forwarders.clone()))
-                    .max_decoding_message_size(limit),
+                UserServiceServer::new(grpc::users::Users::new(identity.clone())).max_decoding_message_size(limit),
             )
             .add_service(
                 AccountServiceServer::new(grpc::accounts::Accounts::new(identity.clone(), forwarders.clone()))

@@ -105,12 +105,29 @@ impl Letter {
     }
 }
 
-/// `template` with every `{{name}}` replaced by its value (`encode`d).
+/// `template` with every `{{name}}` replaced by its value (`encode`d), in one pass: a value
+/// that itself holds `{{…}}` (a username may) stays as written. Unknown names stay too.
 fn fill(template: &str, values: &[(&'static str, String)], encode: impl Fn(&str) -> String) -> String {
-    let mut out = template.to_owned();
-    for (name, value) in values {
-        out = out.replace(&format!("{{{{{name}}}}}"), &encode(value));
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let value = after
+            .find("}}")
+            .and_then(|end| values.iter().find(|(name, _)| *name == &after[..end]).map(|(_, value)| (end, value)));
+        match value {
+            Some((end, value)) => {
+                out.push_str(&encode(value));
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
@@ -198,9 +215,9 @@ impl Transport {
 
 // === Settings checks ===
 
-pub(crate) fn check_from(field: &'static str, from: &str) -> CoreResult<()> {
+/// The sender's address, as configured.
+pub(crate) fn parse_from(field: &'static str, from: &str) -> CoreResult<Mailbox> {
     from.parse::<Mailbox>()
-        .map(drop)
         .map_err(|error| CoreError::invalid(field, format!("is not an address (`Name <a@b.c>` or `a@b.c`): {error}")))
 }
 
@@ -258,6 +275,13 @@ mod tests {
     }
 
     #[test]
+    fn a_value_holding_a_placeholder_is_not_filled_again() {
+        let values = vec![("username", "{{link}}".to_owned()), ("link", "https://x.example/".to_owned())];
+        let filled = fill("Hi {{username}}, {{link}} {{unknown}} {{", &values, str::to_owned);
+        assert_eq!(filled, "Hi {{link}}, https://x.example/ {{unknown}} {{");
+    }
+
+    #[test]
     fn lifetimes_read_as_people_say_them() {
         assert_eq!(lifetime(Duration::from_secs(3600)), "1 hour");
         assert_eq!(lifetime(Duration::from_secs(3 * 86_400)), "3 days");
@@ -267,8 +291,8 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        assert!(check_from("from", "Identity <no-reply@example.com>").is_ok());
-        assert!(check_from("from", "not an address").is_err());
+        assert!(parse_from("from", "Identity <no-reply@example.com>").is_ok());
+        assert!(parse_from("from", "not an address").is_err());
         assert!(check_public_url("public_url", "https://id.example.com/auth").is_ok());
         assert!(check_public_url("public_url", "ftp://id.example.com").is_err());
         assert!(check_public_url("public_url", "https://id.example.com/?next=x").is_err());

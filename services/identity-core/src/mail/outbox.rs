@@ -1,7 +1,12 @@
 //! The outbox: messages queued by the flows, sent by every replica's sender, each once.
 //!
 //! A row is claimed by one conditional `UPDATE … RETURNING` that sets `claimed_until` (a lease):
-//! however many replicas look at once, one gets it. Sent, it is marked `sent_at`; failed, it is
+//! however many replicas look at once, one gets it (on PostgreSQL they skip rows another has
+//! locked instead of queueing behind it). The link is made in a transaction that first locks
+//! the row again, still claimed by this lease and not voided (`hold`): a password change that
+//! voids queued links (`void_queued_links`, which locks the same rows first) either runs before,
+//! and the sender finds the row void, or after, and deletes the link just made. Sent, it is
+//! marked `sent_at`; failed, it is
 //! released with `next_attempt_at` one back-off later (1 s doubling up to `retry_max`) and
 //! its error; still unsent `give_up_after` after it was queued, it is abandoned (`failed_at`).
 //! A sender that dies holding a lease leaves the row to be claimed again when the lease ends.
@@ -12,7 +17,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
 use super::MailKind;
 use crate::{Identity, clock, error::CoreResult, tokens};
@@ -54,32 +59,42 @@ pub trait MailObserver: Send + Sync + 'static {
     fn attempted(&self, kind: MailKind, outcome: MailOutcome);
 }
 
+/// One message to queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Queued<'a> {
+    pub kind: MailKind,
+    /// The account, when the flow knows it; otherwise the sender looks the recipient up.
+    pub user_id: Option<&'a str>,
+    pub recipient: &'a str,
+    /// The address a change notice is about.
+    pub new_email: Option<&'a str>,
+}
+
 /// Queues one message (within the caller's transaction, if it passes one).
-pub(crate) async fn enqueue(
-    db: &impl ConnectionTrait,
-    kind: MailKind,
-    user_id: Option<&str>,
-    recipient: &str,
-) -> CoreResult<()> {
-    const INSERT: &str = "INSERT INTO outbox (id, kind, user_id, recipient, recipient_key, created_at, next_attempt_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $6)";
+pub(crate) async fn enqueue(db: &impl ConnectionTrait, message: Queued<'_>) -> CoreResult<()> {
+    const INSERT: &str = "INSERT INTO outbox \
+        (id, kind, user_id, recipient, recipient_key, new_email, created_at, next_attempt_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
     let now = clock::now_millis();
-    let values: [Value; 6] = [
+    let values: [Value; 7] = [
         tokens::new_id().into(),
-        kind.as_str().into(),
-        user_id.map(str::to_owned).into(),
-        recipient.to_owned().into(),
-        crate::users::key(recipient).into(),
+        message.kind.as_str().into(),
+        message.user_id.map(str::to_owned).into(),
+        message.recipient.to_owned().into(),
+        crate::users::key(message.recipient).into(),
+        message.new_email.map(str::to_owned).into(),
         now.into(),
     ];
     db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), INSERT, values)).await?;
     Ok(())
 }
 
-/// Voids the links still queued for the user (by id, or by the address a request named):
-/// they are never sent, like those already sent are refused (a password changed or reset).
+/// Voids the links still queued for the user (by id, or by the address a request named): they
+/// are never sent, like those already sent are refused (a password or address changed). Run
+/// it first in its transaction, before any link is touched: it locks the rows a sender may be
+/// making a link for (see the module's notes).
 pub(crate) async fn void_queued_links(db: &impl ConnectionTrait, user_id: &str) -> CoreResult<()> {
-    const VOID: &str = "UPDATE outbox SET failed_at = $2, last_error = 'void: the password changed' \
+    const VOID: &str = "UPDATE outbox SET failed_at = $2, last_error = 'void: the account changed' \
         WHERE sent_at IS NULL AND failed_at IS NULL AND kind <> $3 \
           AND (user_id = $1 OR recipient_key = (SELECT email_key FROM users WHERE id = $1))";
     let values: [Value; 3] =
@@ -95,22 +110,31 @@ pub(crate) struct Claimed {
     pub kind: Option<MailKind>,
     pub user_id: Option<String>,
     pub recipient: String,
+    pub new_email: Option<String>,
     created_at: i64,
     attempts: i32,
+    /// Our lease (`claimed_until`): what we write back is conditional on it still being ours.
+    lease: i64,
 }
 
 /// Claims the next due message, if any.
 async fn claim(db: &DatabaseConnection) -> CoreResult<Option<Claimed>> {
     // The outer condition repeats the inner one: of two senders that picked the same row, the
-    // second finds it claimed once the first committed, and updates nothing.
-    const CLAIM: &str = "UPDATE outbox SET claimed_until = $2, attempts = attempts + 1 \
+    // second finds it claimed once the first committed, and updates nothing. PostgreSQL skips
+    // the rows another transaction holds (a sender making a link, a void in progress).
+    let backend = db.get_database_backend();
+    let skip_locked = if backend == DbBackend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let claim = format!(
+        "UPDATE outbox SET claimed_until = $2, attempts = attempts + 1 \
         WHERE id = (SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL \
-                    AND next_attempt_at <= $1 AND claimed_until <= $1 ORDER BY next_attempt_at LIMIT 1) \
+                    AND next_attempt_at <= $1 AND claimed_until <= $1 ORDER BY next_attempt_at LIMIT 1{skip_locked}) \
           AND sent_at IS NULL AND failed_at IS NULL AND claimed_until <= $1 \
-        RETURNING id, kind, user_id, recipient, created_at, attempts";
+        RETURNING id, kind, user_id, recipient, new_email, created_at, attempts"
+    );
     let now = clock::now_millis();
-    let values: [Value; 2] = [now.into(), (now + clock::millis(LEASE)).into()];
-    let row = db.query_one_raw(Statement::from_sql_and_values(db.get_database_backend(), CLAIM, values)).await?;
+    let lease = now + clock::millis(LEASE);
+    let values: [Value; 2] = [now.into(), lease.into()];
+    let row = db.query_one_raw(Statement::from_sql_and_values(backend, claim, values)).await?;
     let Some(row) = row else { return Ok(None) };
     let kind: String = row.try_get("", "kind")?;
     Ok(Some(Claimed {
@@ -118,12 +142,26 @@ async fn claim(db: &DatabaseConnection) -> CoreResult<Option<Claimed>> {
         kind: MailKind::parse(&kind),
         user_id: row.try_get("", "user_id")?,
         recipient: row.try_get("", "recipient")?,
+        new_email: row.try_get("", "new_email")?,
         created_at: row.try_get("", "created_at")?,
         attempts: row.try_get("", "attempts")?,
+        lease,
     }))
 }
 
-/// Records how the attempt on `claimed` ended, and returns the outcome to report.
+/// Locks the claimed row for the caller's transaction, if it is still ours and not voided;
+/// returns whether it is.
+pub(crate) async fn hold(db: &impl ConnectionTrait, claimed: &Claimed) -> CoreResult<bool> {
+    const HOLD: &str = "UPDATE outbox SET claimed_until = claimed_until \
+        WHERE id = $1 AND claimed_until = $2 AND sent_at IS NULL AND failed_at IS NULL";
+    let values: [Value; 2] = [claimed.id.clone().into(), claimed.lease.into()];
+    let done = db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), HOLD, values)).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records how the attempt on `claimed` ended, and returns the outcome to report. Written only
+/// while the lease is ours: a sender that outlived its lease (a stalled SMTP exchange) leaves
+/// the row to whoever claimed it since.
 async fn settle(
     db: &DatabaseConnection,
     claimed: &Claimed,
@@ -134,20 +172,21 @@ async fn settle(
     let now = clock::now_millis();
     let (sql, values, outcome): (&str, Vec<Value>, MailOutcome) = match result {
         Ok(sent) => (
-            "UPDATE outbox SET sent_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1",
-            vec![claimed.id.clone().into(), now.into()],
+            "UPDATE outbox SET sent_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1 AND claimed_until = $3",
+            vec![claimed.id.clone().into(), now.into(), claimed.lease.into()],
             if sent { MailOutcome::Sent } else { MailOutcome::Skipped },
         ),
         Err(error) if now - claimed.created_at >= clock::millis(give_up_after) => (
-            "UPDATE outbox SET failed_at = $2, claimed_until = 0, last_error = $3 WHERE id = $1",
-            vec![claimed.id.clone().into(), now.into(), error.into()],
+            "UPDATE outbox SET failed_at = $2, claimed_until = 0, last_error = $3 WHERE id = $1 AND claimed_until = $4",
+            vec![claimed.id.clone().into(), now.into(), error.into(), claimed.lease.into()],
             MailOutcome::Abandoned,
         ),
         Err(error) => {
             let wait = backoff(claimed.attempts, retry_max);
             (
-                "UPDATE outbox SET next_attempt_at = $2, claimed_until = 0, last_error = $3 WHERE id = $1",
-                vec![claimed.id.clone().into(), (now + clock::millis(wait)).into(), error.into()],
+                "UPDATE outbox SET next_attempt_at = $2, claimed_until = 0, last_error = $3 \
+                    WHERE id = $1 AND claimed_until = $4",
+                vec![claimed.id.clone().into(), (now + clock::millis(wait)).into(), error.into(), claimed.lease.into()],
                 MailOutcome::Failed,
             )
         }
@@ -217,16 +256,10 @@ impl Identity {
         self.mail().queued.notified().await;
     }
 
-    /// Queues `kind` to `recipient` and wakes this replica's sender.
-    pub(crate) async fn queue_mail(
-        &self,
-        db: &impl ConnectionTrait,
-        kind: MailKind,
-        user_id: Option<&str>,
-        recipient: &str,
-    ) -> CoreResult<()> {
-        enqueue(db, kind, user_id, recipient).await?;
-        self.mail().observer.queued(kind);
+    /// Queues a message (the caller wakes the sender once its transaction commits).
+    pub(crate) async fn queue_mail(&self, db: &impl ConnectionTrait, message: Queued<'_>) -> CoreResult<()> {
+        enqueue(db, message).await?;
+        self.mail().observer.queued(message.kind);
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! The login use case, in named steps: find the account, reserve a throttle slot, verify the
 //! password, rehash it if the cost was raised, refuse an unverified address if verification is
-//! required, open the session. (A second factor will be one
+//! required (mailing a new link), open the session. (A second factor will be one
 //! more step between verifying and opening.)
 
 use sea_orm::{
@@ -47,8 +47,11 @@ impl Identity {
             None => checked,
         };
         // Told only to whoever knows the password: it says nothing of the account to others.
+        // A new link goes out with it (an account made before verification was required has
+        // never had one), within the mail limits.
         if self.settings().email.verification == EmailVerification::Required && !user.email_verified {
             tracing::info!(user_id = %user.id, "login refused: email address not verified");
+            self.resend_after_login(&user, &client).await?;
             return Err(CoreError::EmailNotVerified);
         }
         self.open_session(user, client, &current).await

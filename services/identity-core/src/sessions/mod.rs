@@ -19,7 +19,7 @@ mod authenticate;
 mod cache;
 mod login;
 mod refresh;
-mod revoke;
+pub(crate) mod revoke;
 mod watch;
 
 pub(crate) use cache::LiveSessions;

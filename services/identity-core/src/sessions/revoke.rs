@@ -1,7 +1,7 @@
 //! Listing sessions and ending them: logout, revocation by id, every session of a user. Each
 //! revocation is published, and the caches and watchers learn of it from that event.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Statement, Value, sea_query::Expr};
 
 use super::SessionView;
 use crate::{
@@ -101,8 +101,15 @@ impl Identity {
         if revoked {
             tracing::info!(%session_id, reason = reason.as_str(), "session revoked");
         }
+        self.announce_revoked(session_id, reason).await?;
+        Ok(revoked)
+    }
+
+    /// Publishes the REVOKED event of a session that is revoked (with the reason it was
+    /// revoked for, falling back to `reason`).
+    async fn announce_revoked(&self, session_id: &str, reason: RevokeReason) -> CoreResult<()> {
         let Some(session) = sessions::Entity::find_by_id(session_id.to_owned()).one(self.db()).await? else {
-            return Ok(revoked);
+            return Ok(());
         };
         if let Some(at) = session.revoked_at {
             let role = self.find_user(&session.user_id).await?.map(|user| user.role).unwrap_or(Role::User);
@@ -116,7 +123,15 @@ impl Identity {
             }))
             .await;
         }
-        Ok(revoked)
+        Ok(())
+    }
+
+    /// Announces sessions revoked by `revoke_sessions_in`, once its transaction committed.
+    pub(crate) async fn announce_all_revoked(&self, session_ids: &[String], reason: RevokeReason) -> CoreResult<()> {
+        for session_id in session_ids {
+            self.announce_revoked(session_id, reason).await?;
+        }
+        Ok(())
     }
 
     /// Revokes every live session of a user, but `except`. Returns how many.
@@ -126,19 +141,9 @@ impl Identity {
         reason: RevokeReason,
         except: Option<&str>,
     ) -> CoreResult<u32> {
-        let mut query = sessions::Entity::find()
-            .filter(sessions::Column::UserId.eq(user_id.to_owned()))
-            .filter(sessions::Column::RevokedAt.is_null());
-        if let Some(except) = except {
-            query = query.filter(sessions::Column::Id.ne(except.to_owned()));
-        }
-        let mut count = 0;
-        for session in query.all(self.db()).await? {
-            if self.revoke(&session.id, reason).await? {
-                count += 1;
-            }
-        }
-        Ok(count)
+        let revoked = revoke_sessions_in(self.db(), user_id, reason, except).await?;
+        self.announce_all_revoked(&revoked, reason).await?;
+        Ok(u32::try_from(revoked.len()).unwrap_or(u32::MAX))
     }
 
     /// Tells every live session of `user` that its role changed.
@@ -162,4 +167,26 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// Revokes every live session of a user but `except`, in one statement and within the caller's
+/// transaction (a password reset revokes in the transaction that sets the password, so that
+/// one never holds without the other). Returns their ids, for `announce_all_revoked` once the
+/// transaction commits.
+pub(crate) async fn revoke_sessions_in(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    reason: RevokeReason,
+    except: Option<&str>,
+) -> CoreResult<Vec<String>> {
+    const REVOKE: &str = "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 \
+        WHERE user_id = $1 AND revoked_at IS NULL AND id <> $4 RETURNING id";
+    let values: [Value; 4] =
+        [user_id.to_owned().into(), clock::now().into(), reason.as_str().into(), except.unwrap_or("").into()];
+    let rows = db.query_all_raw(Statement::from_sql_and_values(db.get_database_backend(), REVOKE, values)).await?;
+    let ids = rows.iter().map(|row| row.try_get::<String>("", "id")).collect::<Result<Vec<_>, _>>()?;
+    for session_id in &ids {
+        tracing::info!(%session_id, reason = reason.as_str(), "session revoked");
+    }
+    Ok(ids)
 }

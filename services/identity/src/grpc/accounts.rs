@@ -64,7 +64,11 @@ impl AccountService for Accounts {
     ) -> Result<Response<pb::RequestEmailChangeResponse>, Status> {
         let caller = caller(&self.identity, &request).await.status()?;
         let client = self.forwarders.client_info(&request);
-        self.identity.request_email_change(caller.as_ref(), &request.get_ref().new_email, &client).await.status()?;
+        let message = request.get_ref();
+        self.identity
+            .request_email_change(caller.as_ref(), &message.new_email, &message.current_password, &client)
+            .await
+            .status()?;
         Ok(Response::new(pb::RequestEmailChangeResponse {}))
     }
 

@@ -5,18 +5,17 @@ use identity_proto::pb::{self, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
 use super::{
-    Forwarders, caller, convert,
+    caller, convert,
     status::{IntoStatus, to_status},
 };
 
 pub struct Users {
     identity: Identity,
-    forwarders: Forwarders,
 }
 
 impl Users {
-    pub fn new(identity: Identity, forwarders: Forwarders) -> Self {
-        Users { identity, forwarders }
+    pub fn new(identity: Identity) -> Self {
+        Users { identity }
     }
 }
 
@@ -72,7 +71,6 @@ impl UserService for Users {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let caller = caller(&self.identity, &request).await.status()?;
-        let client = self.forwarders.client_info(&request);
         let message = request.into_inner();
         let user = message.user.ok_or_else(|| to_status(CoreError::invalid("user", "is required")))?;
         if user.id.is_empty() {
@@ -80,7 +78,7 @@ impl UserService for Users {
         }
         let paths = message.update_mask.map(|mask| mask.paths).unwrap_or_default();
         let patch = UserPatch::from_mask(&paths, &user.email, &user.role, user.is_active).status()?;
-        let updated = self.identity.update_user(caller.as_ref(), &user.id, patch, &client).await.status()?;
+        let updated = self.identity.update_user(caller.as_ref(), &user.id, patch).await.status()?;
         Ok(Response::new(pb::UpdateUserResponse { user: Some(convert::user(&updated)) }))
     }
 
