@@ -39,6 +39,15 @@ impl FormErrors {
         FormErrors(vec![FieldError { field, message: PASSWORD_MISMATCH.to_owned(), code: "password_mismatch" }])
     }
 
+    /// No caller (django-graphql-auth's `login_required`: `Unauthenticated.`).
+    pub fn unauthenticated() -> Self {
+        FormErrors(vec![FieldError {
+            field: NON_FIELD,
+            message: "Unauthenticated.".to_owned(),
+            code: "unauthenticated",
+        }])
+    }
+
     /// The form errors of a refusal by the identity service: bad fields (`INVALID_ARGUMENT`)
     /// and taken names (`ALREADY_EXISTS`). `None` for any other failure (throttled,
     /// unavailable, unauthenticated, ...): not the form's to show.
@@ -54,8 +63,9 @@ impl FormErrors {
                     .violations
                     .iter()
                     .map(|(field, reason)| {
-                        let (code, message) = describe(field, reason);
-                        FieldError { field: form_field(field), message, code }
+                        let form = form_field(field);
+                        let (code, message) = describe(field, form, reason);
+                        FieldError { field: form, message, code }
                     })
                     .collect(),
             )),
@@ -100,9 +110,14 @@ impl FormErrors {
     }
 }
 
-/// Django's code and a sentence for a violation the identity service reported on `field`.
-fn describe(field: &str, reason: &str) -> (&'static str, String) {
+/// Django's code and a sentence for a violation the identity service reported on `field` (the
+/// form's `form`).
+fn describe(field: &str, form: &str, reason: &str) -> (&'static str, String) {
     match field {
+        // Asked to confirm another change (an email change): django-graphql-auth's words.
+        "current_password" if form == "password" && reason.starts_with("is not the current password") => {
+            ("invalid_password", "Invalid password.".to_owned())
+        }
         // A link's token: "has expired", or "is not valid: used, replaced by a newer link, or
         // unknown" (django-graphql-auth's words).
         "token" if reason.starts_with("has expired") => ("expired_token", "Expired token.".to_owned()),
@@ -204,6 +219,11 @@ mod tests {
         let wrong = invalid(&[("current_password", "is not the current password")]);
         let errors = FormErrors::of(&wrong, &[("current_password", "old_password")]).unwrap();
         assert_eq!((errors.0[0].field, errors.0[0].code), ("old_password", "password_incorrect"));
+        let errors = FormErrors::of(&wrong, &[("current_password", "password")]).unwrap();
+        assert_eq!(
+            errors.to_graphql(),
+            serde_json::json!({"password": [{"message": "Invalid password.", "code": "invalid_password"}]})
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl RequestContext {
                     Err(status) => {
                         let error = ApiError::from(status);
                         match error.kind {
-                            ErrorKind::Unauthenticated | ErrorKind::EmailNotVerified => Caller::Rejected(error),
+                            ErrorKind::Unauthenticated => Caller::Rejected(error),
                             ErrorKind::BadUserInput => {
                                 Caller::Rejected(ApiError { kind: ErrorKind::Unauthenticated, ..error })
                             }

@@ -120,7 +120,10 @@ async function graphiql(context) {
   check('graphiql-query-as-cookie-user', who.data?.whoami?.username === username, JSON.stringify(who));
   const email = `graphiql-${Date.now()}@example.com`;
   // An email change: the service mails a link to the new address (the Rust test reads it).
-  const changed = await runInGraphiql(page, `mutation { requestEmailChange(newEmail: "${email}") { success errors } }`);
+  const changed = await runInGraphiql(
+    page,
+    `mutation { requestEmailChange(newEmail: "${email}", password: ${JSON.stringify(password)}) { success errors } }`,
+  );
   check('graphiql-mutation-with-csrf', changed.data?.requestEmailChange?.success === true, JSON.stringify(changed));
   check('graphiql-no-page-errors', errors.length === 0, errors.join(' | '));
   await page.screenshot({ path: `${shots}/graphiql.png` });

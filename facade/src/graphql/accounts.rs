@@ -2,9 +2,11 @@
 //! `resendActivationEmail`, `sendPasswordResetEmail`, `passwordReset`, `passwordChange`, and
 //! ours in the same shape, `requestEmailChange` and `confirmEmailChange`. Each answers `success`
 //! and `errors`: what is wrong with the form (bad fields, a taken name, an invalid or expired
-//! link) is in `errors` with `success: false`; a failure that is not the form's (throttled,
-//! unavailable, unauthenticated) is a GraphQL error with its `extensions.code`, as everywhere.
-//! Only `passwordChange` and `requestEmailChange` send the caller's credential.
+//! link) is in `errors` with `success: false`, and so is a missing caller for the two that need
+//! one (`nonFieldErrors` `unauthenticated`, as django-graphql-auth's `login_required`); a
+//! failure that is not the form's (throttled, unavailable) is a GraphQL error with its
+//! `extensions.code`, as everywhere. Only `passwordChange` and `requestEmailChange` send the
+//! caller's credential.
 
 use async_graphql::{Context, ErrorExtensions, Object, Result};
 use identity_proto::pb;
@@ -17,7 +19,7 @@ use crate::{
     accounts::{FieldNames, FormErrors},
     context::RequestContext,
     credential::Credential,
-    error::{ApiError, GraphqlResult},
+    error::{ApiError, ErrorKind, GraphqlResult},
     login,
 };
 
@@ -28,7 +30,8 @@ const EMAIL: FieldNames = &[("email", "email")];
 const LINK: FieldNames = &[];
 const PASSWORD_RESET: FieldNames = &[("new_password", "new_password1")];
 const PASSWORD_CHANGE: FieldNames = &[("current_password", "old_password"), ("new_password", "new_password1")];
-const EMAIL_CHANGE: FieldNames = &[("new_email", "new_email"), ("email", "new_email")];
+const EMAIL_CHANGE: FieldNames =
+    &[("new_email", "new_email"), ("email", "new_email"), ("current_password", "password")];
 
 /// The `errors` of a refusal the form can show; any other failure stays a GraphQL error.
 fn refused(error: ApiError, names: FieldNames) -> Result<ExpectedErrorType> {
@@ -43,6 +46,18 @@ fn outcome<T>(result: Result<T, tonic::Status>, names: FieldNames) -> Result<Opt
     match result {
         Ok(_) => Ok(None),
         Err(status) => refused(status.into(), names).map(Some),
+    }
+}
+
+/// The caller of a mutation that needs one: `None` (and the `errors` to answer) when there is
+/// none or its credential is dead.
+fn caller(request: &RequestContext) -> Result<std::result::Result<(), ExpectedErrorType>> {
+    match request.principal() {
+        Ok(_) => Ok(Ok(())),
+        Err(error) if error.kind == ErrorKind::Unauthenticated => {
+            Ok(Err(ExpectedErrorType(FormErrors::unauthenticated().to_graphql())))
+        }
+        Err(error) => Err(error.extend()),
     }
 }
 
@@ -152,8 +167,11 @@ impl AccountsMutation {
         new_password2: String,
     ) -> Result<PasswordChange> {
         let request = ctx.data::<RequestContext>()?;
-        let principal = request.principal().graphql()?;
         let refused_with = |errors| PasswordChange { success: false, errors, token: None, refresh_token: None };
+        if let Err(errors) = caller(request)? {
+            return Ok(refused_with(Some(errors)));
+        }
+        let principal = request.principal().graphql()?;
         if new_password1 != new_password2 {
             return Ok(refused_with(mismatch("new_password2")));
         }
@@ -185,12 +203,21 @@ impl AccountsMutation {
         Ok(PasswordChange { token: Some(pair.access_token), refresh_token: Some(pair.refresh_token), ..changed })
     }
 
-    /// The caller asks to move their account to `newEmail`: a confirmation link goes there
-    /// (and a notice to the current address); the address changes only when the link is
-    /// followed (`confirmEmailChange`). UNAUTHENTICATED when anonymous.
-    async fn request_email_change(&self, ctx: &Context<'_>, new_email: String) -> Result<RequestEmailChange> {
+    /// The caller asks to move their account to `newEmail`, with their `password`: a
+    /// confirmation link goes there (and a notice to the current address); the address
+    /// changes only when the link is followed (`confirmEmailChange`).
+    async fn request_email_change(
+        &self,
+        ctx: &Context<'_>,
+        new_email: String,
+        password: String,
+    ) -> Result<RequestEmailChange> {
         let request = ctx.data::<RequestContext>()?;
-        let message = request.as_caller(pb::RequestEmailChangeRequest { new_email }).graphql()?;
+        if let Err(errors) = caller(request)? {
+            return Ok(RequestEmailChange { success: false, errors: Some(errors) });
+        }
+        let message =
+            request.as_caller(pb::RequestEmailChangeRequest { new_email, current_password: password }).graphql()?;
         let errors = outcome(request.identity.accounts().request_email_change(message).await, EMAIL_CHANGE)?;
         Ok(RequestEmailChange { success: errors.is_none(), errors })
     }

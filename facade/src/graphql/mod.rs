@@ -300,7 +300,7 @@ mod tests {
             "sendPasswordResetEmail(email: String!): SendPasswordResetEmail!",
             "passwordReset(token: String!, newPassword1: String!, newPassword2: String!): PasswordReset!",
             "passwordChange(oldPassword: String!, newPassword1: String!, newPassword2: String!): PasswordChange!",
-            "requestEmailChange(newEmail: String!): RequestEmailChange!",
+            "requestEmailChange(newEmail: String!, password: String!): RequestEmailChange!",
             "confirmEmailChange(token: String!): ConfirmEmailChange!",
             "errors: ExpectedErrorType",
             "verified: Boolean!",

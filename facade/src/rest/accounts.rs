@@ -28,7 +28,7 @@ const EMAIL: FieldNames = &[("email", "email")];
 const KEY: FieldNames = &[("token", "key")];
 const RESET_CONFIRM: FieldNames = &[("token", "token"), ("new_password", "new_password1"), ("user_id", "uid")];
 const PASSWORD_CHANGE: FieldNames = &[("current_password", "old_password"), ("new_password", "new_password1")];
-const EMAIL_CHANGE: FieldNames = &[("new_email", "email"), ("email", "email")];
+const EMAIL_CHANGE: FieldNames = &[("new_email", "email"), ("email", "email"), ("current_password", "password")];
 
 // === Bodies ===
 
@@ -56,6 +56,15 @@ pub struct Key {
 pub struct Email {
     #[oai(validator(max_length = 254))]
     pub email: String,
+}
+
+/// The address to move to, and the caller's password.
+#[derive(Debug, Object)]
+pub struct EmailChange {
+    #[oai(validator(max_length = 254))]
+    pub email: String,
+    #[oai(validator(max_length = 1024))]
+    pub password: String,
 }
 
 /// A password-reset link's `uid` and `token`, and the new password twice.
@@ -135,7 +144,7 @@ answer!(
 );
 answer!(
     /// `Confirmation e-mail sent.`
-    EmailChangeAnswer, 200, Ok, r#"{"email"}"#
+    EmailChangeAnswer, 200, Ok, r#"{"email", "password"}"#
 );
 answer!(
     /// `ok`.
@@ -155,6 +164,15 @@ fn refused(error: ApiError, names: FieldNames) -> ErrorResponse {
     }
 }
 
+/// As `refused`, but a taken name is the form's too (dj-rest-auth's registration: a 400
+/// listing the field).
+fn refused_form(error: ApiError, names: FieldNames) -> ErrorResponse {
+    match FormErrors::of(&error, names) {
+        Some(errors) => ErrorResponse::BadRequest(Json(Box::new(field_errors(&errors)))),
+        None => error.into(),
+    }
+}
+
 /// The password and its confirmation (`field`) differ.
 fn mismatch(field: &'static str) -> ErrorResponse {
     ErrorResponse::BadRequest(Json(Box::new(field_errors(&FormErrors::password_mismatch(field)))))
@@ -168,6 +186,7 @@ fn field_errors(errors: &FormErrors) -> FieldErrors {
         let list = match field {
             "username" => &mut body.username,
             "email" => &mut body.email,
+            "password" => &mut body.password,
             "password1" => &mut body.password1,
             "password2" => &mut body.password2,
             "old_password" => &mut body.old_password,
@@ -203,8 +222,9 @@ pub struct AccountsApi;
 impl AccountsApi {
     /// Signs up (role `user`) and sends a link to `email` to verify it; while
     /// `IDENTITY_EMAIL_VERIFICATION=required`, logins wait for it (403 `E-mail is not
-    /// verified.`). A name or address already taken is a 409. Needs `X-CSRFToken` (see
-    /// `/api/csrf`) unless the request carries a bearer token.
+    /// verified.`). A name or address already taken is a 400 listing the field, as
+    /// dj-rest-auth does. Needs `X-CSRFToken` (see `/api/csrf`) unless the request carries a
+    /// bearer token.
     #[oai(path = "/registration/", method = "post")]
     async fn registration(
         &self,
@@ -224,13 +244,13 @@ impl AccountsApi {
             .users()
             .create_user(context.anonymous(message))
             .await
-            .map_err(|s| refused(s.into(), REGISTRATION))?;
+            .map_err(|s| refused_form(s.into(), REGISTRATION))?;
         Ok(RegistrationAnswer::Created(detail("Verification e-mail sent.")))
     }
 
     /// Verifies the address a verification link was sent to (`key`: the link's). A link works
-    /// once; a used, replaced or unknown one is a 400, as is an expired one (the `key` list
-    /// says which). Needs `X-CSRFToken` unless the request carries a bearer token.
+    /// once; a used, replaced, expired or unknown one is a 404 `Not found.`, as dj-rest-auth
+    /// answers. Needs `X-CSRFToken` unless the request carries a bearer token.
     #[oai(path = "/registration/verify-email/", method = "post")]
     async fn verify_email(
         &self,
@@ -241,7 +261,13 @@ impl AccountsApi {
     ) -> Result<VerifyEmailAnswer, ErrorResponse> {
         let context = context(state, request, CsrfRule::Always).await?;
         let message = context.anonymous(pb::VerifyEmailRequest { token: body.0.key });
-        state.identity.accounts().verify_email(message).await.map_err(|s| refused(s.into(), KEY))?;
+        state.identity.accounts().verify_email(message).await.map_err(|status| {
+            let error = ApiError::from(status);
+            if error.kind == ErrorKind::BadUserInput && error.violations.iter().any(|(field, _)| field == "token") {
+                return ApiError::new(ErrorKind::NotFound, "Not found.").into();
+            }
+            refused(error, KEY)
+        })?;
         Ok(VerifyEmailAnswer::Ok(detail("ok")))
     }
 
@@ -321,19 +347,23 @@ impl AccountsApi {
         Ok(PasswordChangeAnswer::Ok(detail("New password has been saved.")))
     }
 
-    /// The caller asks to move their account to `email`: a confirmation link goes there (and
-    /// a notice to the current address); the address changes only when the link is followed
-    /// (`/api/email/change/confirm/`). A cookie-authenticated request needs `X-CSRFToken`.
+    /// The caller asks to move their account to `email`, with their `password`: a
+    /// confirmation link goes there (and a notice to the current address); the address
+    /// changes only when the link is followed (`/api/email/change/confirm/`). A wrong password
+    /// is a 400 (`{"password": ["Invalid password."]}`); an address already taken a 409. A
+    /// cookie-authenticated request needs `X-CSRFToken`.
     #[oai(path = "/email/change/", method = "post")]
     async fn email_change(
         &self,
         request: &Request,
         Data(state): Data<&Arc<AppState>>,
-        body: Json<Email>,
+        body: Json<EmailChange>,
         #[oai(name = "X-CSRFToken")] _csrf: CsrfHeader,
     ) -> Result<EmailChangeAnswer, ErrorResponse> {
         let context = caller_context(state, request).await?;
-        let message = context.as_caller(pb::RequestEmailChangeRequest { new_email: body.0.email })?;
+        let Json(EmailChange { email, password }) = body;
+        let message =
+            context.as_caller(pb::RequestEmailChangeRequest { new_email: email, current_password: password })?;
         state.identity.accounts().request_email_change(message).await.map_err(|s| refused(s.into(), EMAIL_CHANGE))?;
         Ok(EmailChangeAnswer::Ok(detail("Confirmation e-mail sent.")))
     }
@@ -397,7 +427,9 @@ mod tests {
     #[test]
     fn other_refusals_keep_their_status() {
         let taken = ApiError::new(ErrorKind::Conflict, "a user with this email already exists");
-        assert!(matches!(refused(taken, REGISTRATION), ErrorResponse::Conflict(_)));
+        assert!(matches!(refused(taken.clone(), EMAIL_CHANGE), ErrorResponse::Conflict(_)));
+        let ErrorResponse::BadRequest(Json(body)) = refused_form(taken, REGISTRATION) else { panic!("not a 400") };
+        assert_eq!(body.email, Some(vec!["A user with that email already exists.".to_owned()]));
         let throttled = ApiError::new(ErrorKind::TooManyRequests, "slow down");
         assert!(matches!(refused(throttled, EMAIL), ErrorResponse::TooManyRequests(_, _)));
     }

@@ -40,6 +40,7 @@ pub struct FieldErrors {
     pub detail: String,
     pub username: Option<Vec<String>>,
     pub email: Option<Vec<String>>,
+    pub password: Option<Vec<String>>,
     pub password1: Option<Vec<String>>,
     pub password2: Option<Vec<String>>,
     pub old_password: Option<Vec<String>>,
