@@ -114,13 +114,43 @@ async fn login(auth: &mut Auth, username: &str, password: &str) -> Result<pb::Lo
 }
 
 async fn ask_email_change(accounts: &mut Accounts, access_token: &str, new_email: &str) -> Result<(), Status> {
-    let request = bearer(pb::RequestEmailChangeRequest { new_email: new_email.into() }, access_token);
+    let request = bearer(
+        pb::RequestEmailChangeRequest { new_email: new_email.into(), current_password: PASSWORD.into() },
+        access_token,
+    );
     accounts.request_email_change(request).await.map(drop)
 }
 
 async fn get_user(users: &mut Users, access_token: &str, id: &str) -> pb::User {
     let request = bearer(pb::GetUserRequest { id: id.into() }, access_token);
     users.get_user(request).await.unwrap().into_inner().user.unwrap()
+}
+
+/// An `UpdateUser` of the user `id` setting the fields of `user` named in `paths`.
+fn update_request(id: &str, user: pb::User, paths: &[&str]) -> pb::UpdateUserRequest {
+    pb::UpdateUserRequest {
+        user: Some(pb::User { id: id.into(), ..user }),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|path| path.to_string()).collect() }),
+    }
+}
+
+/// Waits until the outbox holds nothing left to send and the sender holds nothing it is
+/// sending: every message queued so far has arrived, or never will (voided, or to nobody). A
+/// message voided while the sender had it is no longer pending, but may still leave: its
+/// claim (`claimed_until`) is cleared only once the sender is done with it.
+async fn drained(db: &TestDb) {
+    let store = db.connect().await;
+    let pending = "SELECT COUNT(*) FROM outbox WHERE (sent_at IS NULL AND failed_at IS NULL) OR claimed_until <> 0";
+    eventually(ARRIVAL, || {
+        let store = &store;
+        async move { (count(store, pending).await == 0).then_some(()) }
+    })
+    .await;
+}
+
+/// The subjects of the messages to `to`, in arrival order.
+fn subjects(smtp: &SmtpServer, to: &str) -> Vec<String> {
+    smtp.to(to).into_iter().map(|mail| mail.subject).collect()
 }
 
 /// Runs `count` copies of `call` at once; their results in order.
@@ -198,16 +228,83 @@ async fn under_required_verification_login_waits_for_the_link_and_says_so_only_a
     assert_eq!((wrong.code(), wrong.message()), (Code::Unauthenticated, nobody.message()), "{wrong:?}");
     assert!(wrong.get_details_error_info().is_none_or(|info| info.reason != "EMAIL_NOT_VERIFIED"));
 
-    // Resend: a second link, which replaces the first.
+    // The sign-up's link is live (or on its way): the refused login mailed none. A resend
+    // mails a second, which replaces it.
     resend(&mut accounts, &email("bea")).await.unwrap();
-    let first = verify_key(&nth_mail(&smtp, &email("bea"), VERIFY, 1).await, PUBLIC);
-    let second = verify_key(&nth_mail(&smtp, &email("bea"), VERIFY, 2).await, PUBLIC);
-    assert_ne!(first, second);
-    assert_refused(verify(&mut accounts, &first).await, "a link replaced by a newer one");
-    assert_eq!(login(&mut auth, "bea", PASSWORD).await.unwrap_err().code(), Code::FailedPrecondition);
-    verify(&mut accounts, &second).await.unwrap();
+    let keys: Vec<String> = smtp
+        .wait_for_all(&email("bea"), Some(VERIFY), 2, ARRIVAL)
+        .await
+        .iter()
+        .map(|mail| verify_key(mail, PUBLIC))
+        .collect();
+    drained(&db).await;
+    assert_eq!(subjects(&smtp, &email("bea")), [VERIFY, VERIFY], "the sign-up's link and the resend's");
+    assert_ne!(keys[0], keys[1]);
+    assert_refused(verify(&mut accounts, &keys[0]).await, "a link replaced by a newer one");
+    verify(&mut accounts, &keys[1]).await.unwrap();
     let session = login(&mut auth, "bea", PASSWORD).await.expect("verified, she logs in");
     assert!(session.user.unwrap().email_verified);
+}
+
+#[tokio::test]
+async fn under_required_verification_a_login_with_the_right_password_mails_a_fresh_link_and_a_wrong_one_mails_none() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |config| {
+        config.email_verification = EmailVerification::Required;
+        config.email_verification_ttl = Duration::from_secs(1).into();
+    })
+    .await;
+    let (mut accounts, mut auth) = (service.accounts(), service.auth());
+    sign_up(&mut service.users(), "gus").await;
+    let first = verify_key(&smtp.wait_for_subject(&email("gus"), VERIFY, ARRIVAL).await, DEFAULT_ISSUER);
+    // The sign-up's link expires unused (as one sent before verification was required would
+    // be missing): now a login has reason to mail another.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let wrong = login(&mut auth, "gus", "not his password").await.unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    let refused = login(&mut auth, "gus", PASSWORD).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(refused.get_details_error_info().expect("an ErrorInfo").reason, "EMAIL_NOT_VERIFIED");
+
+    // One more link: the right password's (the wrong one's would have come before it). While
+    // it is live, a further login mails none.
+    let fresh = verify_key(&nth_mail(&smtp, &email("gus"), VERIFY, 2).await, DEFAULT_ISSUER);
+    let again = login(&mut auth, "gus", PASSWORD).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    drained(&db).await;
+    assert_eq!(subjects(&smtp, &email("gus")), [VERIFY, VERIFY], "one link, while it is live");
+    assert_ne!(first, fresh);
+    assert_refused(verify(&mut accounts, &first).await, "the sign-up's link, expired and replaced");
+    verify(&mut accounts, &fresh).await.expect("the link the login mailed");
+    let session = login(&mut auth, "gus", PASSWORD).await.expect("verified, he logs in");
+    assert!(session.user.unwrap().email_verified);
+}
+
+#[tokio::test]
+async fn under_required_verification_logins_mail_links_within_the_mail_limits_and_all_say_email_not_verified() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |config| {
+        config.email_verification = EmailVerification::Required;
+        config.email_verification_ttl = Duration::from_secs(1).into();
+        config.mail_address_limit = 2;
+    })
+    .await;
+    let mut auth = service.auth();
+    sign_up(&mut service.users(), "hal").await;
+    smtp.wait_for_subject(&email("hal"), VERIFY, ARRIVAL).await;
+
+    // Each login comes once the last link expired, so each has reason to mail one: two may.
+    for attempt in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let refused = login(&mut auth, "hal", PASSWORD).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "login {attempt}: {refused:?}");
+        assert_eq!(refused.get_details_error_info().expect("an ErrorInfo").reason, "EMAIL_NOT_VERIFIED");
+        drained(&db).await;
+    }
+    assert_eq!(subjects(&smtp, &email("hal")), [VERIFY; 3], "the sign-up's link, then two of five logins'");
 }
 
 #[tokio::test]
@@ -253,7 +350,12 @@ async fn an_email_change_moves_the_address_only_when_the_link_to_the_new_one_is_
     let access = log_in(&mut service.auth(), "dan").await.access_token;
     let new = "dan@new.example.com";
 
-    let anonymous = accounts.request_email_change(pb::RequestEmailChangeRequest { new_email: new.into() }).await;
+    let anonymous = accounts
+        .request_email_change(pb::RequestEmailChangeRequest {
+            new_email: new.into(),
+            current_password: PASSWORD.into(),
+        })
+        .await;
     assert_eq!(anonymous.unwrap_err().code(), Code::Unauthenticated);
     ask_email_change(&mut accounts, &access, new).await.unwrap();
     let link = smtp.wait_for_subject(new, CHANGE, ARRIVAL).await;
@@ -269,6 +371,68 @@ async fn an_email_change_moves_the_address_only_when_the_link_to_the_new_one_is_
     assert_eq!(get_user(&mut users, &access, &dan.id).await.email, new);
     login(&mut service.auth(), new, PASSWORD).await.expect("logs in by the new address");
     assert_refused(confirm(&mut accounts, &change_key(&link, PUBLIC)).await, "used");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_email_change_without_the_current_password_is_refused_and_mails_nobody_even_in_a_burst() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |_| {}).await;
+    sign_up(&mut service.users(), "eli").await;
+    smtp.wait_for_subject(&email("eli"), VERIFY, ARRIVAL).await;
+    let access = log_in(&mut service.auth(), "eli").await.access_token;
+    let new = "eli@new.example.com";
+    let ask = |password: &str| {
+        let request = pb::RequestEmailChangeRequest { new_email: new.into(), current_password: password.into() };
+        let (mut accounts, request) = (service.accounts(), bearer(request, &access));
+        async move { accounts.request_email_change(request).await }
+    };
+    let assert_wrong_password = |answer: Result<_, Status>, what: &str| {
+        let status = answer.expect_err(what);
+        let field = violation(&status).0;
+        assert_eq!((status.code(), field.as_str()), (Code::InvalidArgument, "current_password"), "{what}: {status:?}");
+    };
+
+    assert_wrong_password(ask("").await, "no password");
+    assert_wrong_password(ask("not his password").await, "a wrong password");
+    // A stolen session guessing at once.
+    for (i, answer) in burst(10, |i| ask(&format!("guess number {i}"))).await.into_iter().enumerate() {
+        assert_wrong_password(answer, &format!("guess {i}"));
+    }
+
+    // A marker: once it arrived, anything queued before it would have too.
+    request_reset(&mut service.accounts(), &email("eli")).await.unwrap();
+    smtp.wait_for_subject(&email("eli"), RESET, ARRIVAL).await;
+    assert_eq!(subjects(&smtp, new), Vec::<String>::new(), "mail went to the new address");
+    assert_eq!(subjects(&smtp, &email("eli")), [VERIFY, RESET], "mail went to the old address");
+
+    // The right password: the change goes ahead.
+    ask(PASSWORD).await.expect("the right password");
+    smtp.wait_for_subject(new, CHANGE, ARRIVAL).await;
+    smtp.wait_for_subject(&email("eli"), NOTICE, ARRIVAL).await;
+}
+
+#[tokio::test]
+async fn a_users_own_update_of_their_email_is_refused_and_mails_nothing() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |_| {}).await;
+    let mut users = service.users();
+    let fay = sign_up(&mut users, "fay").await;
+    smtp.wait_for_subject(&email("fay"), VERIFY, ARRIVAL).await;
+    let access = log_in(&mut service.auth(), "fay").await.access_token;
+    let new = "fay@new.example.com";
+
+    // Without the password, UpdateUser cannot start what RequestEmailChange asks it for.
+    let user = pb::User { email: new.into(), ..Default::default() };
+    let status = users.update_user(bearer(update_request(&fay.id, user, &["email"]), &access)).await.unwrap_err();
+    assert_eq!((status.code(), violation(&status).0.as_str()), (Code::InvalidArgument, "user.email"), "{status:?}");
+    assert_eq!(get_user(&mut users, &access, &fay.id).await.email, email("fay"));
+
+    request_reset(&mut service.accounts(), &email("fay")).await.unwrap();
+    smtp.wait_for_subject(&email("fay"), RESET, ARRIVAL).await;
+    assert_eq!(subjects(&smtp, new), Vec::<String>::new(), "mail went to the new address");
+    assert_eq!(subjects(&smtp, &email("fay")), [VERIFY, RESET], "mail went to the old address");
 }
 
 // === REST (dj-rest-auth) and GraphQL (django-graphql-auth) ===
@@ -288,6 +452,10 @@ async fn rest_sign_up_verification_resend_and_reset_answer_as_dj_rest_auth() {
     let (status, _, body) = browser.post("/api/registration/", mismatch, true).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["password2"].is_array(), "{body}");
+    // A taken name: dj-rest-auth's 400 naming the field.
+    let taken = json!({"username": "eve", "email": email("eve2"), "password1": PASSWORD, "password2": PASSWORD});
+    let (status, _, body) = browser.post("/api/registration/", taken, true).await;
+    assert_eq!((status, &body["username"]), (400, &json!(["A user with that username already exists."])), "{body}");
 
     // Required: the right password hears why; a wrong one the usual 401.
     let (status, _, body) = browser.post("/api/login", json!({"username": "eve", "password": PASSWORD}), true).await;
@@ -295,13 +463,14 @@ async fn rest_sign_up_verification_resend_and_reset_answer_as_dj_rest_auth() {
     let (status, _, _) = browser.post("/api/login", json!({"username": "eve", "password": "wrong one"}), true).await;
     assert_eq!(status, 401);
 
+    // The resend mails a second link: the newest works; the replaced one is dj-rest-auth's 404.
     let (status, _, body) = browser.post("/api/registration/resend-email/", json!({"email": email("eve")}), true).await;
     assert_eq!((status, body), (200, json!({"detail": "ok"})));
     let first = verify_key(&nth_mail(&smtp, &email("eve"), VERIFY, 1).await, &base);
-    let second = verify_key(&nth_mail(&smtp, &email("eve"), VERIFY, 2).await, &base);
+    let newest = verify_key(&nth_mail(&smtp, &email("eve"), VERIFY, 2).await, &base);
     let (status, _, body) = browser.post("/api/registration/verify-email/", json!({"key": first}), true).await;
-    assert_eq!(status, 400, "a replaced link: {body}");
-    let (status, _, body) = browser.post("/api/registration/verify-email/", json!({"key": second}), true).await;
+    assert_eq!((status, body), (404, json!({"detail": "Not found."})), "a replaced link");
+    let (status, _, body) = browser.post("/api/registration/verify-email/", json!({"key": newest}), true).await;
     assert_eq!((status, body), (200, json!({"detail": "ok"})));
     browser.log_in("eve", PASSWORD).await;
 
@@ -403,6 +572,12 @@ async fn graphql_register_verify_and_reset_answer_as_django_graphql_auth() {
 
     let (token, _) = gql.token_auth("hal", NEW_PASSWORD).await;
     let change = json!({"old": NEW_PASSWORD, "p1": "third time lucky", "p2": "third time lucky"});
+    let body = gql.anonymous(PASSWORD_CHANGE, change.clone()).await;
+    assert_eq!(
+        body["data"]["passwordChange"]["errors"],
+        json!({"nonFieldErrors": [{"message": "Unauthenticated.", "code": "unauthenticated"}]}),
+        "django-graphql-auth's login_required: {body}"
+    );
     let body = gql.as_user(&token, PASSWORD_CHANGE, change).await;
     let changed = &body["data"]["passwordChange"];
     assert_eq!(changed["success"], true, "{body}");
@@ -428,9 +603,13 @@ async fn graphql_under_required_verification_register_gives_no_tokens_and_token_
     assert_eq!(error_code(&wrong), error_code(&nobody), "{wrong} {nobody}");
     assert_ne!(error_code(&wrong), "EMAIL_NOT_VERIFIED");
 
+    // The logins refused for the address (register's own, tokenAuth's) mailed nothing more:
+    // the sign-up's link is live. The resend mails a second, which works.
     let body = gql.anonymous(RESEND, json!({"e": email("ivy")})).await;
     assert_eq!(body["data"]["resendActivationEmail"], json!({"success": true, "errors": null}), "{body}");
-    let key = verify_key(&nth_mail(&smtp, &email("ivy"), VERIFY, 2).await, &base);
+    drained(&stack.db).await;
+    assert_eq!(subjects(&smtp, &email("ivy")), [VERIFY, VERIFY], "the sign-up's link and the resend's");
+    let key = verify_key(smtp.to(&email("ivy")).iter().rfind(|mail| mail.subject == VERIFY).unwrap(), &base);
     let body = gql.anonymous(VERIFY_ACCOUNT, json!({"t": key})).await;
     assert_eq!(body["data"]["verifyAccount"]["success"], true, "{body}");
     gql.token_auth("ivy", PASSWORD).await;
@@ -447,7 +626,10 @@ async fn rest_and_graphql_email_changes_wait_for_the_link_to_the_new_address() {
     let mut browser = Browser::new(&stack.facade);
     browser.log_in("abe", PASSWORD).await;
     let new = "abe@new.example.com";
-    let (status, _, body) = browser.post("/api/email/change/", json!({"email": new}), true).await;
+    let (status, _, body) =
+        browser.post("/api/email/change/", json!({"email": new, "password": "not his password"}), true).await;
+    assert_eq!((status, &body["password"]), (400, &json!(["Invalid password."])), "{body}");
+    let (status, _, body) = browser.post("/api/email/change/", json!({"email": new, "password": PASSWORD}), true).await;
     assert_eq!((status, body), (200, json!({"detail": "Confirmation e-mail sent."})));
     let link = smtp.wait_for_subject(new, CHANGE, ARRIVAL).await;
     smtp.wait_for_subject(&email("abe"), NOTICE, ARRIVAL).await;
@@ -460,8 +642,9 @@ async fn rest_and_graphql_email_changes_wait_for_the_link_to_the_new_address() {
     assert_eq!((&me["email"], &me["emailVerified"]), (&json!(new), &json!(true)), "{me}");
     let (status, _, _) = browser.post("/api/email/change/confirm/", json!({"key": key}), true).await;
     assert_eq!(status, 400, "a used link");
-    let (status, _, _) =
-        Browser::new(&stack.facade).post("/api/email/change/", json!({"email": "x@example.com"}), false).await;
+    let (status, _, _) = Browser::new(&stack.facade)
+        .post("/api/email/change/", json!({"email": "x@example.com", "password": PASSWORD}), false)
+        .await;
     assert!(status == 401 || status == 403, "anonymous: {status}");
 
     // GraphQL, with a bearer token.
@@ -469,8 +652,21 @@ async fn rest_and_graphql_email_changes_wait_for_the_link_to_the_new_address() {
     sign_up(&mut stack.identity.users(), "bo").await;
     let (token, _) = gql.token_auth("bo", PASSWORD).await;
     let new = "bo@new.example.com";
-    let request = "mutation($e: String!) { requestEmailChange(newEmail: $e) { success errors } }";
-    let body = gql.as_user(&token, request, json!({"e": new})).await;
+    let request =
+        "mutation($e: String!, $p: String!) { requestEmailChange(newEmail: $e, password: $p) { success errors } }";
+    let body = gql.as_user(&token, request, json!({"e": new, "p": "not his password"})).await;
+    assert_eq!(
+        body["data"]["requestEmailChange"],
+        json!({"success": false, "errors": {"password": [{"message": "Invalid password.", "code": "invalid_password"}]}}),
+        "{body}"
+    );
+    let body = gql.anonymous(request, json!({"e": new, "p": PASSWORD})).await;
+    assert_eq!(
+        body["data"]["requestEmailChange"],
+        json!({"success": false, "errors": {"nonFieldErrors": [{"message": "Unauthenticated.", "code": "unauthenticated"}]}}),
+        "django-graphql-auth's login_required: {body}"
+    );
+    let body = gql.as_user(&token, request, json!({"e": new, "p": PASSWORD})).await;
     assert_eq!(body["data"]["requestEmailChange"], json!({"success": true, "errors": null}), "{body}");
     let key = change_key(&smtp.wait_for_subject(new, CHANGE, ARRIVAL).await, &base);
     smtp.wait_for_subject(&email("bo"), NOTICE, ARRIVAL).await;
@@ -484,7 +680,7 @@ async fn rest_and_graphql_email_changes_wait_for_the_link_to_the_new_address() {
     let body = gql.anonymous(confirm, json!({"t": key})).await;
     assert_eq!(body["data"]["confirmEmailChange"]["success"], false, "a used link: {body}");
     // An address another account has: a form error.
-    let body = gql.as_user(&token, request, json!({"e": "abe@new.example.com"})).await;
+    let body = gql.as_user(&token, request, json!({"e": "abe@new.example.com", "p": PASSWORD})).await;
     assert_eq!(body["data"]["requestEmailChange"]["success"], false, "{body}");
     assert!(body["data"]["requestEmailChange"]["errors"].to_string().contains("unique"), "{body}");
 }
@@ -680,6 +876,110 @@ async fn a_password_change_or_a_reset_voids_every_other_link_of_the_user() {
     accounts.reset_password(reset_request(&token, NEW_PASSWORD, &uid)).await.unwrap();
     assert_refused(confirm(&mut accounts, &change).await, "email change after a reset");
     assert_refused(verify(&mut accounts, &verify_key_).await, "verification after a reset");
+}
+
+#[tokio::test]
+async fn a_reset_link_sent_to_the_old_address_is_refused_once_the_account_moved_to_a_new_one() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |_| {}).await;
+    let mut accounts = service.accounts();
+    sign_up(&mut service.users(), "ada").await;
+    let access = log_in(&mut service.auth(), "ada").await.access_token;
+    request_reset(&mut accounts, &email("ada")).await.unwrap();
+    let (uid, token) = reset_link(&smtp.wait_for_subject(&email("ada"), RESET, ARRIVAL).await, DEFAULT_ISSUER);
+
+    // Whoever reads the old mailbox (given up, recycled) must not take the account back.
+    let new = "ada@new.example.com";
+    ask_email_change(&mut accounts, &access, new).await.unwrap();
+    confirm(&mut accounts, &change_key(&smtp.wait_for_subject(new, CHANGE, ARRIVAL).await, DEFAULT_ISSUER))
+        .await
+        .unwrap();
+    let attempt = accounts.reset_password(reset_request(&token, "an attacker's choice", &uid)).await;
+    assert_refused(attempt, "a reset link to the address the account left");
+    login(&mut service.auth(), new, PASSWORD).await.expect("the password stays");
+}
+
+#[tokio::test]
+async fn a_reset_link_is_refused_once_a_manager_sets_a_new_address_or_deactivates_the_account() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service =
+        service(&db, &smtp, |config| config.bootstrap_manager = Some(Secret::new(format!("root:{PASSWORD}")))).await;
+    let (mut accounts, mut users, mut auth) = (service.accounts(), service.users(), service.auth());
+    let bob = sign_up(&mut users, "bob").await;
+    let cy = sign_up(&mut users, "cy").await;
+    let mut links = Vec::new();
+    for name in ["bob", "cy"] {
+        request_reset(&mut accounts, &email(name)).await.unwrap();
+        links.push(reset_link(&smtp.wait_for_subject(&email(name), RESET, ARRIVAL).await, DEFAULT_ISSUER));
+    }
+    let root = log_in(&mut auth, "root").await.access_token;
+    let attempt = |(uid, token): &(String, String)| reset_request(token, "an attacker's choice", uid);
+
+    let moved = pb::User { email: "bob@new.example.com".into(), ..Default::default() };
+    users.update_user(bearer(update_request(&bob.id, moved, &["email"]), &root)).await.unwrap();
+    assert_refused(accounts.reset_password(attempt(&links[0])).await, "a link to the address a manager replaced");
+    login(&mut auth, "bob", PASSWORD).await.expect("bob's password stays");
+
+    let inactive = pb::User { is_active: false, ..Default::default() };
+    users.update_user(bearer(update_request(&cy.id, inactive, &["is_active"]), &root)).await.unwrap();
+    assert_refused(accounts.reset_password(attempt(&links[1])).await, "a link of a deactivated account");
+    let active = pb::User { is_active: true, ..Default::default() };
+    users.update_user(bearer(update_request(&cy.id, active, &["is_active"]), &root)).await.unwrap();
+    login(&mut auth, "cy", PASSWORD).await.expect("cy's password stays");
+}
+
+/// Rounds of: a burst of reset links asked for, then a password change while the sender is
+/// making those links, one after the other. The change starts a little later each round (a
+/// sweep across the sender's work on one message, tens of milliseconds: some round should void
+/// the queue just as the sender is between taking a message and making its link; the delays
+/// are the sweep, not synchronisation). Every link was asked for before the change began: once
+/// the outbox is empty, every link received must be refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_links_made_while_the_password_changes_never_outlive_the_change() {
+    const ROUNDS: usize = 30;
+    const BURST: usize = 6;
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |_| {}).await;
+    let (mut accounts, mut users) = (service.accounts(), service.users());
+    sign_up(&mut users, "kit").await;
+    smtp.wait_for_subject(&email("kit"), VERIFY, ARRIVAL).await;
+    let session = log_in(&mut service.auth(), "kit").await;
+    let password =
+        |round: usize| if round == 0 { PASSWORD.to_owned() } else { format!("the passphrase of round {round}") };
+
+    let mut tried = 0;
+    for round in 0..ROUNDS {
+        let asked = burst(BURST, |_| {
+            let mut accounts = service.accounts();
+            async move { request_reset(&mut accounts, &email("kit")).await }
+        })
+        .await;
+        assert!(asked.iter().all(Result::is_ok), "{asked:#?}");
+        tokio::time::sleep(Duration::from_millis(5 * (round % 8) as u64)).await;
+        let change = pb::ChangePasswordRequest { current_password: password(round), new_password: password(round + 1) };
+        users.change_password(bearer(change, &session.access_token)).await.unwrap();
+
+        drained(&db).await;
+        let links: Vec<(String, String)> = smtp
+            .to(&email("kit"))
+            .iter()
+            .filter(|mail| mail.subject == RESET)
+            .map(|mail| reset_link(mail, DEFAULT_ISSUER))
+            .collect();
+        for (i, (uid, token)) in links.iter().enumerate().skip(tried) {
+            let attempt = accounts.reset_password(reset_request(token, "an attacker's choice", uid)).await;
+            assert_refused(attempt, &format!("round {round}: link {i}, asked for before the change"));
+        }
+        tried = links.len();
+    }
+    eprintln!(
+        "{tried} of {} reset links asked for were sent around {ROUNDS} password changes; all refused",
+        BURST * ROUNDS
+    );
+    login(&mut service.auth(), "kit", &password(ROUNDS)).await.expect("the last password stands");
 }
 
 // === Delivery ===
@@ -1137,6 +1437,86 @@ async fn a_burst_from_one_client_is_throttled_whatever_the_addresses() {
     service.accounts().request_password_reset(request).await.expect("another client");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_for_someones_address_from_one_network_does_not_keep_their_reset_link_from_them() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |config| config.mail_address_limit = 3).await;
+    sign_up(&mut service.users(), "vic").await;
+    let ask = |client: &'static str| {
+        let mut accounts = service.accounts();
+        let request = from_address(pb::RequestPasswordResetRequest { email: email("vic") }, client);
+        async move { accounts.request_password_reset(request).await }
+    };
+
+    let answers = burst(10, |_| ask("192.0.2.1")).await;
+    assert_eq!(answers.iter().filter(|answer| answer.is_ok()).count(), 3, "{answers:#?}");
+    for status in answers.iter().filter_map(|answer| answer.as_ref().err()) {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    // Vic, elsewhere, still gets a link: the last message queued, so the last to arrive.
+    ask("198.51.100.7").await.expect("the victim's own request");
+    let mails = smtp.wait_for_all(&email("vic"), Some(RESET), 4, ARRIVAL).await;
+    drained(&db).await;
+    assert_eq!(smtp.to(&email("vic")).iter().filter(|mail| mail.subject == RESET).count(), 4, "3 + 1 links");
+    let (uid, token) = reset_link(&mails[3], DEFAULT_ISSUER);
+    service.accounts().reset_password(reset_request(&token, NEW_PASSWORD, &uid)).await.expect("the victim's link");
+}
+
+#[tokio::test]
+async fn ipv6_clients_of_one_slash_64_share_a_mail_budget_and_another_slash_64_has_its_own() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |config| config.mail_client_limit = 2).await;
+    let ask = |client: &'static str, i: usize| {
+        let mut accounts = service.accounts();
+        let request =
+            from_address(pb::RequestPasswordResetRequest { email: format!("someone{i}@example.com") }, client);
+        async move { accounts.request_password_reset(request).await }
+    };
+    ask("2001:db8::1", 1).await.expect("the network's first request");
+    ask("2001:db8::2", 2).await.expect("the network's second request, from another host");
+    let status = ask("2001:db8::ffff:3", 3).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "a third host of the /64: {status:?}");
+    let status = ask("2001:db8::1", 4).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "the first host again: {status:?}");
+    ask("2001:db8:0:1::1", 5).await.expect("the next /64 has its own budget");
+}
+
+/// Both limits share one window, each counter's starting at its first request: a counter
+/// started later runs on after the other's ended, which is how this shows what was counted.
+#[tokio::test]
+async fn a_request_the_client_limit_refuses_takes_nothing_from_the_address_budget() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let window = Duration::from_secs(3);
+    let service = service(&db, &smtp, |config| {
+        config.mail_client_limit = 1;
+        config.mail_address_limit = 2;
+        config.mail_limit_window = window.into();
+    })
+    .await;
+    sign_up(&mut service.users(), "ula").await;
+    let ask = |address: String| {
+        let mut accounts = service.accounts();
+        let request = from_address(pb::RequestPasswordResetRequest { email: address }, "203.0.113.9");
+        async move { accounts.request_password_reset(request).await }
+    };
+
+    ask(email("someone")).await.expect("the client's one request");
+    let client_window_over = tokio::time::Instant::now() + window;
+    // Halfway through the client's window: more requests for ula than her address allows.
+    // (Waiting out a window is the behaviour under test, not synchronisation.)
+    tokio::time::sleep(window / 2).await;
+    for (i, answer) in burst(5, |_| ask(email("ula"))).await.into_iter().enumerate() {
+        assert_eq!(answer.unwrap_err().code(), Code::ResourceExhausted, "request {i}");
+    }
+    // The client's window is over; an address counter started by those would run on.
+    tokio::time::sleep_until(client_window_over + Duration::from_millis(200)).await;
+    ask(email("ula")).await.expect("ula's address budget is whole");
+    smtp.wait_for_subject(&email("ula"), RESET, ARRIVAL).await;
+}
+
 // === The link pages ===
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1147,10 +1527,12 @@ async fn opening_a_link_page_any_number_of_times_uses_nothing_until_its_button_i
     let zoe = sign_up(&mut stack.identity.users(), "zoe").await;
     let login = log_in(&mut stack.identity.auth(), "zoe").await;
     ask_email_change(&mut stack.identity.accounts(), &login.access_token, "zoe@new.example.com").await.unwrap();
-    request_reset(&mut stack.identity.accounts(), &email("zoe")).await.unwrap();
+    // Another user's reset link: following zoe's email-change link voids her others.
+    sign_up(&mut stack.identity.users(), "zed").await;
+    request_reset(&mut stack.identity.accounts(), &email("zed")).await.unwrap();
     let verify_mail = smtp.wait_for_subject(&email("zoe"), VERIFY, ARRIVAL).await;
     let change_mail = smtp.wait_for_subject("zoe@new.example.com", CHANGE, ARRIVAL).await;
-    let reset_mail = smtp.wait_for_subject(&email("zoe"), RESET, ARRIVAL).await;
+    let reset_mail = smtp.wait_for_subject(&email("zed"), RESET, ARRIVAL).await;
     let links = [
         verify_mail.link(&format!("{base}/account/verify-email?key=")),
         change_mail.link(&format!("{base}/account/confirm-email?key=")),

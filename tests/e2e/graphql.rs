@@ -152,9 +152,11 @@ async fn managers_change_roles_users_ask_to_change_their_email() {
     let update =
         "mutation($id: ID!, $input: UpdateUserInput!) { updateUser(id: $id, input: $input) { email role isActive } }";
 
-    // His own change waits for the link sent to the new address.
+    // His own address is not changed here: `requestEmailChange` asks for his password.
     let own = gql.as_user(&gus_token, update, json!({"id": gus.id, "input": {"email": "gus@new.example.com"}})).await;
-    assert_eq!(own["data"]["updateUser"]["email"], gus.email.as_str(), "{own}");
+    assert_eq!(error_code(&own), "BAD_USER_INPUT", "{own}");
+    let me = gql.as_user(&gus_token, WHOAMI, json!({})).await;
+    assert_eq!(me["data"]["whoami"]["email"], gus.email.as_str(), "{me}");
     let denied = gql.as_user(&gus_token, update, json!({"id": gus.id, "input": {"role": "manager"}})).await;
     assert_eq!(error_code(&denied), "FORBIDDEN");
 

@@ -229,17 +229,23 @@ fn update(id: &str, user: pb::User, paths: &[&str]) -> pb::UpdateUserRequest {
 }
 
 #[tokio::test]
-async fn users_ask_to_change_their_email_and_only_managers_change_roles_or_set_an_email() {
+async fn only_managers_change_roles_or_set_an_email_and_users_change_theirs_with_their_password_elsewhere() {
     let db = TestDb::new().await;
     let service = manager_service(&db).await;
     let (mut users, mut auth) = (service.users(), service.auth());
     let jill = sign_up(&mut users, "jill").await;
     let login = log_in(&mut auth, "jill").await;
 
-    // Her own change waits for the link sent to the new address (tests/e2e/email.rs follows it).
+    // Her own address is changed by RequestEmailChange, which asks for her password
+    // (tests/e2e/email.rs); UpdateUser refuses it and changes nothing.
     let email = pb::User { email: "jill@new.example.com".into(), ..Default::default() };
-    let updated = users.update_user(bearer(update(&jill.id, email.clone(), &["email"]), &login.access_token)).await;
-    assert_eq!(updated.unwrap().into_inner().user.unwrap().email, jill.email);
+    let status =
+        users.update_user(bearer(update(&jill.id, email.clone(), &["email"]), &login.access_token)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.get_details_bad_request().expect("a BadRequest").field_violations[0].field, "user.email");
+    let get = pb::GetUserRequest { id: jill.id.clone() };
+    let unchanged = users.get_user(bearer(get, &login.access_token)).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(unchanged.email, jill.email);
 
     let role = pb::User { role: "manager".into(), ..Default::default() };
     let status =
