@@ -110,14 +110,26 @@ impl FormErrors {
     }
 }
 
+/// Whether the identity service refused a link's token for being no longer (or never) good —
+/// used, replaced by a newer link, unknown, or expired — rather than malformed (empty, too
+/// long). dj-rest-auth answers the former with its 404.
+pub fn is_dead_link(error: &ApiError) -> bool {
+    error.kind == ErrorKind::BadUserInput
+        && error.violations.iter().any(|(field, reason)| {
+            field == "token" && (reason.starts_with("is not valid") || reason.starts_with("has expired"))
+        })
+}
+
 /// Django's code and a sentence for a violation the identity service reported on `field` (the
 /// form's `form`).
 fn describe(field: &str, form: &str, reason: &str) -> (&'static str, String) {
     match field {
-        // Asked to confirm another change (an email change): django-graphql-auth's words.
+        // Asked to confirm another change (an email change): django-graphql-auth's words, and
+        // the form's name for the field.
         "current_password" if form == "password" && reason.starts_with("is not the current password") => {
             ("invalid_password", "Invalid password.".to_owned())
         }
+        "current_password" if form == "password" => ("invalid", sentence(form, reason)),
         // A link's token: "has expired", or "is not valid: used, replaced by a newer link, or
         // unknown" (django-graphql-auth's words).
         "token" if reason.starts_with("has expired") => ("expired_token", "Expired token.".to_owned()),
@@ -205,6 +217,19 @@ mod tests {
     }
 
     #[test]
+    fn dead_links_are_told_from_malformed_ones() {
+        assert!(is_dead_link(&invalid(&[("token", "is not valid: used, replaced by a newer link, or unknown")])));
+        assert!(is_dead_link(&invalid(&[("token", "has expired")])));
+        assert!(!is_dead_link(&invalid(&[("token", "must not be empty")])));
+        assert!(!is_dead_link(&invalid(&[("new_password", "has expired")])));
+        let throttled = ApiError {
+            violations: vec![("token".to_owned(), "has expired".to_owned())],
+            ..ApiError::new(ErrorKind::TooManyRequests, "slow down")
+        };
+        assert!(!is_dead_link(&throttled));
+    }
+
+    #[test]
     fn password_policy_violations_carry_djangos_codes() {
         let cases = [
             ("must be at least 8 characters", "password_too_short", "New password must be at least 8 characters."),
@@ -223,6 +248,12 @@ mod tests {
         assert_eq!(
             errors.to_graphql(),
             serde_json::json!({"password": [{"message": "Invalid password.", "code": "invalid_password"}]})
+        );
+        let empty = invalid(&[("current_password", "must not be empty")]);
+        let errors = FormErrors::of(&empty, &[("current_password", "password")]).unwrap();
+        assert_eq!(
+            errors.0,
+            vec![FieldError { field: "password", message: "Password must not be empty.".into(), code: "invalid" }]
         );
     }
 

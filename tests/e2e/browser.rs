@@ -3,6 +3,7 @@
 //! driven by a real headless Chromium on the demo page, with a cross-site attack.
 
 use e2e::*;
+use identity_proto::pb;
 use serde_json::json;
 
 const WHOAMI: &str = "{ whoami { id username email } }";
@@ -346,6 +347,25 @@ async fn a_real_browser_logs_in_on_the_demo_page_and_a_cross_site_page_changes_n
     let sessionid = report["sessionid"].as_str().unwrap();
     let refused = stack.identity.auth().authenticate(session_token(sessionid)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    // The attacker's email change (with the right password) mailed it no link: once a later
+    // change's link is written, one asked for before would have been too.
+    let access = log_in(&mut stack.identity.auth(), "kim").await.access_token;
+    let later =
+        pb::RequestEmailChangeRequest { new_email: "kim@later.example.com".into(), current_password: PASSWORD.into() };
+    stack.identity.accounts().request_email_change(bearer(later, &access)).await.unwrap();
+    let dir = stack.db.outbox_dir();
+    let links_to = |address: &str| {
+        outbox(&dir)
+            .into_iter()
+            .filter(|mail| mail.subject == "Confirm your new email address" && mail.is_to(address))
+            .count()
+    };
+    eventually(std::time::Duration::from_secs(30), || {
+        std::future::ready((links_to("kim@later.example.com") == 1).then_some(()))
+    })
+    .await;
+    assert_eq!(links_to("attacker@evil.test"), 0, "a cross-site page asked for an email change");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod accounts_facade;
 mod attacks;
 mod backup;
 mod binaries;

@@ -227,9 +227,11 @@ async function run(browser, state) {
   const { id: userId, email } = me.data.whoami;
   state.userId = String(userId);
 
-  // 7. Another site tries to change the email and to log us out.
+  // 7. Another site tries to change the email and to log us out. It even knows the password,
+  // so an email change that went through would mail a confirmation link to its address (the
+  // Rust test looks for one).
   const mutations = {
-    update: `mutation { updateUser(id: ${JSON.stringify(state.userId)}, input: {email: "attacker@evil.test"}) { id email } }`,
+    update: `mutation { requestEmailChange(newEmail: "attacker@evil.test", password: ${JSON.stringify(password)}) { success } }`,
     logout: 'mutation { logout { success } }',
   };
   state.attacker = await within(startAttacker(mutations), 'start the attacker server');

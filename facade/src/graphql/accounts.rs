@@ -157,8 +157,9 @@ impl AccountsMutation {
 
     /// The caller's new password; their other sessions end. A bearer caller gets a new token
     /// pair (`token`, `refreshToken`) and the session of the token sent ends; a session
-    /// (cookie) caller keeps its session, and the pair is null. UNAUTHENTICATED when
-    /// anonymous.
+    /// (cookie) caller keeps its session, and the pair is null. Without a (live) caller,
+    /// `errors.nonFieldErrors` says `unauthenticated`, as django-graphql-auth's
+    /// `login_required`.
     async fn password_change(
         &self,
         ctx: &Context<'_>,
@@ -205,7 +206,9 @@ impl AccountsMutation {
 
     /// The caller asks to move their account to `newEmail`, with their `password`: a
     /// confirmation link goes there (and a notice to the current address); the address
-    /// changes only when the link is followed (`confirmEmailChange`).
+    /// changes only when the link is followed (`confirmEmailChange`). A wrong password is
+    /// `errors.password` `invalid_password`; without a (live) caller, `errors.nonFieldErrors`
+    /// says `unauthenticated`.
     async fn request_email_change(
         &self,
         ctx: &Context<'_>,

@@ -7,11 +7,34 @@ use identity_proto::pb;
 use super::types::{ChangePassword, CreateUser, DeleteUser, Profile, UpdateUserInput, User};
 use crate::{
     context::RequestContext,
-    error::{ApiError, GraphqlResult},
+    error::{ApiError, ErrorKind, GraphqlResult},
 };
 
 /// The most users one page may hold.
 const MAX_PAGE: i32 = 1000;
+
+/// Why a user's own `updateUser` of `email` is refused, in this API's names.
+const OWN_EMAIL: &str = "is changed by requestEmailChange, which asks for your password";
+
+/// The identity service's refusal of a user's own address change names its gRPC method
+/// (`RequestEmailChange`): told with the mutation's name instead.
+fn in_graphql_names(mut error: ApiError) -> ApiError {
+    if error.kind != ErrorKind::BadUserInput {
+        return error;
+    }
+    let mut renamed = false;
+    for (field, reason) in &mut error.violations {
+        if field == "user.email" && reason.starts_with("is changed by RequestEmailChange") {
+            OWN_EMAIL.clone_into(reason);
+            renamed = true;
+        }
+    }
+    if renamed {
+        error.message =
+            error.violations.iter().map(|(field, reason)| format!("{field}: {reason}")).collect::<Vec<_>>().join("; ");
+    }
+    error
+}
 
 #[derive(Default)]
 pub struct UsersQuery;
@@ -70,7 +93,8 @@ impl UsersMutation {
         Ok(CreateUser { profile: Profile { role: user.role.clone() }, user: User::from(user), token, refresh_token })
     }
 
-    /// Self: email. Managers: email, role, isActive.
+    /// Managers: email (at once), role, isActive, of anyone. A user's own email is changed by
+    /// `requestEmailChange`, which asks for the password: asked for here, BAD_USER_INPUT.
     async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> Result<User> {
         let request = ctx.data::<RequestContext>()?;
         let mut paths = Vec::new();
@@ -91,7 +115,13 @@ impl UsersMutation {
             return Err(ApiError::bad_input("input", "name at least one of email, role, isActive")).graphql();
         }
         let message = pb::UpdateUserRequest { user: Some(user), update_mask: Some(prost_types::FieldMask { paths }) };
-        let updated = request.identity.users().update_user(request.as_caller(message).graphql()?).await.graphql()?;
+        let updated = request
+            .identity
+            .users()
+            .update_user(request.as_caller(message).graphql()?)
+            .await
+            .map_err(|status| in_graphql_names(status.into()))
+            .graphql()?;
         let user = updated.into_inner().user.ok_or_else(ApiError::internal).graphql()?;
         Ok(User::from(user))
     }
@@ -116,5 +146,28 @@ impl UsersMutation {
         let changed =
             request.identity.users().change_password(request.as_caller(message).graphql()?).await.graphql()?;
         Ok(ChangePassword { success: true, revoked_sessions: changed.into_inner().revoked_sessions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_own_email_refusal_names_the_mutation_that_changes_it() {
+        let refused = ApiError {
+            violations: vec![(
+                "user.email".to_owned(),
+                "is changed by RequestEmailChange, which asks for the current password".to_owned(),
+            )],
+            ..ApiError::new(ErrorKind::BadUserInput, "user.email: is changed by RequestEmailChange, ...")
+        };
+        let told = in_graphql_names(refused);
+        assert_eq!(told.kind, ErrorKind::BadUserInput);
+        assert_eq!(told.message, "user.email: is changed by requestEmailChange, which asks for your password");
+        assert_eq!(told.violations, vec![("user.email".to_owned(), OWN_EMAIL.to_owned())]);
+        // Anything else is as the identity service said it.
+        let malformed = ApiError::bad_input("user.email", "must be a valid email address");
+        assert_eq!(in_graphql_names(malformed.clone()), malformed);
     }
 }

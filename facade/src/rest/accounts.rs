@@ -14,13 +14,18 @@ use identity_proto::pb;
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use super::{BadBody, CsrfHeader, Detail, ErrorResponse, FieldErrors, NOT_PROVIDED, bad_body, detail};
+use super::{
+    BadBody, CsrfHeader, Detail, ErrorResponse, FieldErrors, LoggedIn, NOT_PROVIDED, UserView, bad_body, detail,
+};
 use crate::{
-    accounts::{FieldNames, FormErrors},
+    accounts::{self, FieldNames, FormErrors},
     context::{CsrfRule, RequestContext},
     error::{ApiError, ErrorKind},
     state::AppState,
 };
+
+/// dj-rest-auth's words (allauth's) for a sign-up with an address another account has.
+const EMAIL_TAKEN: &str = "A user is already registered with this e-mail address.";
 
 // How each route names the identity service's fields in its body.
 const REGISTRATION: FieldNames = &[("username", "username"), ("email", "email"), ("password", "password1")];
@@ -90,19 +95,33 @@ pub struct PasswordChange {
     pub old_password: String,
 }
 
+/// A sign-up's answer: logged in at once (what `/api/login` answers), or not yet.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct Registered {
+    /// `success` when logged in; else `Verification e-mail sent.`
+    pub detail: String,
+    /// The new user, when logged in.
+    pub user: Option<UserView>,
+}
+
 // === Answers: one per route, so that the document shows each route's statuses ===
 
-/// Declares a route's answer: its success status and a 400 for a body that is not the JSON it
-/// expects (whatever its media type); the refusals are `ErrorResponse`'s.
+/// Declares a route's answer: its success status and body (`Detail` unless named) and a 400
+/// for a body that is not the JSON it expects (whatever its media type); the refusals are
+/// `ErrorResponse`'s.
 macro_rules! answer {
     ($(#[$doc:meta])* $name:ident, $status:literal, $variant:ident, $expected:literal) => {
+        answer!($(#[$doc])* $name, $status, $variant, Detail, $expected);
+    };
+    ($(#[$doc:meta])* $name:ident, $status:literal, $variant:ident, $body:ty, $expected:literal) => {
         $(#[$doc])*
         #[derive(ApiResponse)]
         #[oai(bad_request_handler = "bad_body::<Self>")]
         pub enum $name {
             $(#[$doc])*
             #[oai(status = $status)]
-            $variant(Json<Detail>),
+            $variant(Json<$body>),
             /// The body is not the JSON the route expects.
             #[oai(status = 400)]
             BadRequest(Json<Box<FieldErrors>>),
@@ -119,8 +138,11 @@ macro_rules! answer {
 }
 
 answer!(
-    /// Signed up: `Verification e-mail sent.`
-    RegistrationAnswer, 201, Created, r#"{"username", "email", "password1", "password2"}"#
+    /// Signed up. Logged in at once when the identity service lets the new user in: `{"detail":
+    /// "success", "user": {...}}`, a new session in `sessionid` and a new `csrftoken`, as
+    /// `/api/login` answers; else (`IDENTITY_EMAIL_VERIFICATION=required`) `{"detail":
+    /// "Verification e-mail sent."}`.
+    RegistrationAnswer, 201, Created, Registered, r#"{"username", "email", "password1", "password2"}"#
 );
 answer!(
     /// `ok`.
@@ -164,13 +186,16 @@ fn refused(error: ApiError, names: FieldNames) -> ErrorResponse {
     }
 }
 
-/// As `refused`, but a taken name is the form's too (dj-rest-auth's registration: a 400
-/// listing the field).
-fn refused_form(error: ApiError, names: FieldNames) -> ErrorResponse {
-    match FormErrors::of(&error, names) {
-        Some(errors) => ErrorResponse::BadRequest(Json(Box::new(field_errors(&errors)))),
-        None => error.into(),
+/// A refused sign-up: as `refused`, but a taken username or address is the form's too, a 400
+/// listing the field in dj-rest-auth's words.
+fn registration_refused(error: ApiError) -> ErrorResponse {
+    let Some(mut errors) = FormErrors::of(&error, REGISTRATION) else { return error.into() };
+    for error in &mut errors.0 {
+        if (error.field, error.code) == ("email", "unique") {
+            EMAIL_TAKEN.clone_into(&mut error.message);
+        }
     }
+    ErrorResponse::BadRequest(Json(Box::new(field_errors(&errors))))
 }
 
 /// The password and its confirmation (`field`) differ.
@@ -220,11 +245,12 @@ pub struct AccountsApi;
 
 #[OpenApi]
 impl AccountsApi {
-    /// Signs up (role `user`) and sends a link to `email` to verify it; while
-    /// `IDENTITY_EMAIL_VERIFICATION=required`, logins wait for it (403 `E-mail is not
-    /// verified.`). A name or address already taken is a 400 listing the field, as
-    /// dj-rest-auth does. Needs `X-CSRFToken` (see `/api/csrf`) unless the request carries a
-    /// bearer token.
+    /// Signs up (role `user`), sends a link to `email` to verify it, and logs the new user in
+    /// as `/api/login` does (the session in `sessionid`) — unless
+    /// `IDENTITY_EMAIL_VERIFICATION=required`: then logins wait for the link (403 `E-mail is
+    /// not verified.`) and the answer is `Verification e-mail sent.` A name or address already
+    /// taken is a 400 listing the field, as dj-rest-auth does. Needs `X-CSRFToken` (see
+    /// `/api/csrf`) unless the request carries a bearer token.
     #[oai(path = "/registration/", method = "post")]
     async fn registration(
         &self,
@@ -238,19 +264,38 @@ impl AccountsApi {
         if password1 != password2 {
             return Err(mismatch("password2"));
         }
-        let message = pb::CreateUserRequest { username, email, password: password1, role: String::new() };
-        state
+        let message = pb::CreateUserRequest {
+            username: username.clone(),
+            email,
+            password: password1.clone(),
+            role: String::new(),
+        };
+        let created = state
             .identity
             .users()
             .create_user(context.anonymous(message))
             .await
-            .map_err(|s| refused_form(s.into(), REGISTRATION))?;
-        Ok(RegistrationAnswer::Created(detail("Verification e-mail sent.")))
+            .map_err(|s| registration_refused(s.into()))?;
+        // Its name as stored (trimmed, say).
+        let username = created.into_inner().user.map_or(username, |user| user.username);
+        // The account exists: whatever stops the login now (an address to verify first, or
+        // throttling), the sign-up succeeded and its link is on its way.
+        let registered = match super::open_session(&context, username, password1).await {
+            Ok(LoggedIn { detail, user }) => Registered { detail, user: Some(user) },
+            Err(error) => {
+                if error.kind != ErrorKind::EmailNotVerified {
+                    tracing::warn!(code = error.kind.graphql_code(), "a new user could not log in at once");
+                }
+                Registered { detail: "Verification e-mail sent.".into(), user: None }
+            }
+        };
+        Ok(RegistrationAnswer::Created(Json(registered)))
     }
 
     /// Verifies the address a verification link was sent to (`key`: the link's). A link works
     /// once; a used, replaced, expired or unknown one is a 404 `Not found.`, as dj-rest-auth
-    /// answers. Needs `X-CSRFToken` unless the request carries a bearer token.
+    /// answers (an empty key is a 400). Needs `X-CSRFToken` unless the request carries a bearer
+    /// token.
     #[oai(path = "/registration/verify-email/", method = "post")]
     async fn verify_email(
         &self,
@@ -263,7 +308,8 @@ impl AccountsApi {
         let message = context.anonymous(pb::VerifyEmailRequest { token: body.0.key });
         state.identity.accounts().verify_email(message).await.map_err(|status| {
             let error = ApiError::from(status);
-            if error.kind == ErrorKind::BadUserInput && error.violations.iter().any(|(field, _)| field == "token") {
+            // dj-rest-auth looks the key up with get_object_or_404.
+            if accounts::is_dead_link(&error) {
                 return ApiError::new(ErrorKind::NotFound, "Not found.").into();
             }
             refused(error, KEY)
@@ -428,8 +474,17 @@ mod tests {
     fn other_refusals_keep_their_status() {
         let taken = ApiError::new(ErrorKind::Conflict, "a user with this email already exists");
         assert!(matches!(refused(taken.clone(), EMAIL_CHANGE), ErrorResponse::Conflict(_)));
-        let ErrorResponse::BadRequest(Json(body)) = refused_form(taken, REGISTRATION) else { panic!("not a 400") };
-        assert_eq!(body.email, Some(vec!["A user with that email already exists.".to_owned()]));
+        let ErrorResponse::BadRequest(Json(body)) = registration_refused(taken) else { panic!("not a 400") };
+        assert_eq!(body.email, Some(vec![EMAIL_TAKEN.to_owned()]));
+        let taken = ApiError {
+            violations: vec![("username".to_owned(), "is taken".to_owned())],
+            ..ApiError::new(ErrorKind::Conflict, "a user with this username already exists")
+        };
+        let ErrorResponse::BadRequest(Json(body)) = registration_refused(taken) else { panic!("not a 400") };
+        assert_eq!(
+            (body.username, body.email),
+            (Some(vec!["A user with that username already exists.".to_owned()]), None)
+        );
         let throttled = ApiError::new(ErrorKind::TooManyRequests, "slow down");
         assert!(matches!(refused(throttled, EMAIL), ErrorResponse::TooManyRequests(_, _)));
     }

@@ -186,6 +186,15 @@ impl BadBody for LoginAnswer {
     }
 }
 
+/// Logs in and hands the new session to the browser (`login::log_in`): what `/api/login`
+/// answers, and a sign-up too when the new user may log in at once. The caller has checked
+/// the CSRF verdict.
+async fn open_session(context: &RequestContext, username: String, password: String) -> Result<LoggedIn, ApiError> {
+    let browser = context.browser.as_ref().ok_or_else(ApiError::internal)?;
+    let user = login::log_in(context, browser, username, password).await?;
+    Ok(LoggedIn { detail: "success".into(), user: user.into() })
+}
+
 /// `X-CSRFToken`, declared so that the document (and Swagger UI's "Try it out") shows it; the
 /// request context reads and checks it, with the other credential rules, so a missing one is
 /// the same 403 everywhere.
@@ -217,10 +226,8 @@ impl Api {
         let context =
             RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, CsrfRule::Always)
                 .await?;
-        let browser = context.browser.as_ref().ok_or_else(ApiError::internal)?;
         let Json(Credentials { username, password }) = body;
-        let user = login::log_in(&context, browser, username, password).await?;
-        Ok(LoginAnswer::Ok(Json(LoggedIn { detail: "success".into(), user: user.into() })))
+        Ok(LoginAnswer::Ok(Json(open_session(&context, username, password).await?)))
     }
 
     /// Ends the session and clears `sessionid` (`Max-Age=0`). Succeeds also without a session.

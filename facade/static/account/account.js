@@ -29,10 +29,12 @@
     return { response, data: await response.json().catch(() => null) };
   }
 
-  // What a refused link means, after the detail that says it.
+  // What a refused link means, after the detail that says it. (The verification route
+  // answers a dead link as dj-rest-auth does: 404 `Not found.`)
   const LINK_REFUSALS = {
     'Expired token.': 'This link has expired: ask for a new one.',
     'Invalid token.': 'This link was used already, replaced by a newer one, or is unknown.',
+    'Not found.': 'This link was used already, replaced by a newer one, has expired, or is unknown.',
   };
 
   // The `detail` of an error response (plus Retry-After when throttled).
