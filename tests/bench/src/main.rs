@@ -24,7 +24,7 @@ use e2e::PASSWORD;
 use identity_proto::pb;
 use load::{Measured, Post};
 use procs::{CpuMeter, Proc, free_addr, sibling};
-use report::{Report, Row};
+use report::{Report, Row, Runs, Target};
 use tonic::transport::Channel;
 
 /// The same allocator as the stack's binaries (stack-process), so that the floor and the
@@ -42,6 +42,10 @@ struct Cli {
     /// Seconds per scenario.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Runs of the token-check scenarios and their baselines (interleaved; the table gives the
+    /// median and the spread).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// wrk connections for the token-check scenarios.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -203,69 +207,78 @@ async fn run(cli: &Cli) {
     let channel = stack.channel().await;
     let login = sign_up_and_log_in(&channel, "bench").await;
 
-    // 0. The floor.
+    // 0.–3. The floor and the token checks read against it, run after run (interleaved, so
+    // that a noisy minute weighs on both).
     let floor_url = format!("http://{floor_addr}/graphql");
     let floor_bearer = format!("Bearer {}", baselines::floor_token(&secret));
     let floor_post = Post { url: &floor_url, body: WHOAMI, headers: &[("Authorization", &floor_bearer)] };
     check(&floor_post, "bench").await;
-    let meter = CpuMeter::start(&[&floor]);
-    let floor_load = load::wrk(&floor_post, cli.connections, seconds).await;
-    let floor_cpu = meter.stop();
-    report.baseline("floor: bare poem + async-graphql whoami, HS256 verify", floor_load, floor_cpu);
-
-    // 1. whoami, Bearer RS256.
     let url = stack.graphql_url();
     let bearer = format!("Bearer {}", login.access_token);
-    let post = Post { url: &url, body: WHOAMI, headers: &[("Authorization", &bearer)] };
-    let row = http_row(&stack, &post, "bench", cli.connections, seconds).await;
-    report.row(Row::new("1", "whoami, Bearer RS256, SQLite", row, "floor", floor_load.rps, 0.5));
-
-    // 2. whoami, sessionid cookie.
     let cookie = format!("sessionid={}", login.session_token);
-    let post = Post { url: &url, body: WHOAMI, headers: &[("Cookie", &cookie)] };
-    let row = http_row(&stack, &post, "bench", cli.connections, seconds).await;
-    report.row(Row::new("2", "whoami, sessionid cookie, SQLite", row, "floor", floor_load.rps, 0.5));
-
-    // 3. verifyToken.
-    let body = serde_json::json!({
+    let verify_body = serde_json::json!({
         "query": "mutation($t: String!) { verifyToken(token: $t) { payload } }",
         "variables": {"t": login.access_token},
     })
     .to_string();
-    let post = Post { url: &url, body: &body, headers: &[] };
-    let row = http_row(&stack, &post, "bench", cli.connections, seconds).await;
-    report.row(Row::new("3", "verifyToken, SQLite", row, "floor", floor_load.rps, 0.6));
+    let scenarios = [
+        ("1", "whoami, Bearer RS256, SQLite", Post { url: &url, body: WHOAMI, headers: &[("Authorization", &bearer)] }),
+        ("2", "whoami, sessionid cookie, SQLite", Post { url: &url, body: WHOAMI, headers: &[("Cookie", &cookie)] }),
+        ("3", "verifyToken, SQLite", Post { url: &url, body: &verify_body, headers: &[] }),
+    ];
+    let mut floor_runs = Runs::new();
+    let mut runs: Vec<Runs> = scenarios.iter().map(|_| Runs::new()).collect();
+    for _ in 0..cli.runs.max(1) {
+        let meter = CpuMeter::start(&[&floor]);
+        let floor_load = load::wrk(&floor_post, cli.connections, seconds).await;
+        floor_runs.push((floor_load, meter.stop()));
+        for ((_, _, post), runs) in scenarios.iter().zip(&mut runs) {
+            runs.push(http_row(&stack, post, "bench", cli.connections, seconds).await);
+        }
+    }
+    let floor = report.baseline("floor: bare poem + async-graphql whoami, HS256 verify", "floor", floor_runs);
+    for ((id, name, _), runs) in scenarios.iter().zip(runs) {
+        report.row(Row::new(id, name, runs, floor, Target::CpuPerRequest(1.7)));
+    }
 
     // 4. gRPC Authenticate straight at the identity service, against a trivial unary call.
     let trivial_channel =
         Channel::from_shared(format!("http://{trivial_addr}")).unwrap().tcp_nodelay(true).connect().await.unwrap();
-    let meter = CpuMeter::start(&[&trivial]);
-    let trivial_load = load::grpc(cli.connections, seconds, move || {
-        let mut client = tonic_health::pb::health_client::HealthClient::new(trivial_channel.clone());
-        async move { client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.map(|_| ()) }
-    })
-    .await;
-    report.baseline("trivial tonic unary call (grpc.health.v1 Check)", trivial_load, meter.stop());
     let token = login.access_token.clone();
-    let auth_channel = channel.clone();
-    let meter = CpuMeter::start(&[&stack.identity]);
-    let authenticate = load::grpc(cli.connections, seconds, move || {
-        let mut client = pb::auth_service_client::AuthServiceClient::new(auth_channel.clone());
-        let request = pb::AuthenticateRequest {
-            credential: Some(pb::authenticate_request::Credential::AccessToken(token.clone())),
-            omit_claims: true,
-        };
-        async move { client.authenticate(request).await.map(|_| ()) }
-    })
-    .await;
-    let cpu = meter.stop();
+    let mut trivial_runs = Runs::new();
+    let mut authenticate_runs = Runs::new();
+    for _ in 0..cli.runs.max(1) {
+        let trivial_channel = trivial_channel.clone();
+        let meter = CpuMeter::start(&[&trivial]);
+        let trivial_load =
+            load::grpc(cli.connections, seconds, move || {
+                let mut client = tonic_health::pb::health_client::HealthClient::new(trivial_channel.clone());
+                async move {
+                    client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.map(|_| ())
+                }
+            })
+            .await;
+        trivial_runs.push((trivial_load, meter.stop()));
+        let (token, auth_channel) = (token.clone(), channel.clone());
+        let meter = CpuMeter::start(&[&stack.identity]);
+        let authenticate = load::grpc(cli.connections, seconds, move || {
+            let mut client = pb::auth_service_client::AuthServiceClient::new(auth_channel.clone());
+            let request = pb::AuthenticateRequest {
+                credential: Some(pb::authenticate_request::Credential::AccessToken(token.clone())),
+                omit_claims: true,
+            };
+            async move { client.authenticate(request).await.map(|_| ()) }
+        })
+        .await;
+        authenticate_runs.push((authenticate, meter.stop()));
+    }
+    let trivial_call = report.baseline("trivial tonic unary call (grpc.health.v1 Check)", "trivial call", trivial_runs);
     report.row(Row::new(
         "4",
         "gRPC Authenticate (RS256 token), SQLite",
-        (authenticate, cpu),
-        "trivial call",
-        trivial_load.rps,
-        0.6,
+        authenticate_runs,
+        trivial_call,
+        Target::Throughput(0.8),
     ));
 
     // 5. tokenAuth logins.
@@ -275,8 +288,9 @@ async fn run(cli: &Cli) {
     })
     .to_string();
     let login_post = Post { url: &url, body: &login_body, headers: &[] };
+    let argon2_against = report::Against { name: "argon2 bound", rps: argon2_bound, cpu_us: None };
     let row = http_row(&stack, &login_post, "token", 16, seconds).await;
-    report.row(Row::new("5", "tokenAuth logins, SQLite", row, "argon2 bound", argon2_bound, 0.8));
+    report.row(Row::new("5", "tokenAuth logins, SQLite", Runs::one(row), argon2_against, Target::Throughput(0.8)));
 
     // 6. whoami while a login flood runs.
     let post = Post { url: &url, body: WHOAMI, headers: &[("Authorization", &bearer)] };
@@ -304,10 +318,12 @@ async fn run(cli: &Cli) {
                 let bearer = format!("Bearer {}", login.access_token);
                 let post = Post { url: &url, body: WHOAMI, headers: &[("Authorization", &bearer)] };
                 let row = http_row(&stack, &post, "bench", cli.connections, seconds).await;
-                report.row(Row::new("7.1", "whoami, Bearer RS256, PostgreSQL", row, "floor", floor_load.rps, 0.5));
+                let target = Target::CpuPerRequest(1.7);
+                report.row(Row::new("7.1", "whoami, Bearer RS256, PostgreSQL", Runs::one(row), floor, target));
                 let login_post = Post { url: &url, body: &login_body, headers: &[] };
                 let row = http_row(&stack, &login_post, "token", 16, seconds).await;
-                report.row(Row::new("7.5", "tokenAuth logins, PostgreSQL", row, "argon2 bound", argon2_bound, 0.8));
+                let target = Target::Throughput(0.8);
+                report.row(Row::new("7.5", "tokenAuth logins, PostgreSQL", Runs::one(row), argon2_against, target));
                 drop(stack);
                 drop(postgres);
                 // 9. Revocation visibility across replicas, on a database of its own.
