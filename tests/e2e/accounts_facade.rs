@@ -8,22 +8,16 @@
 use std::time::Duration;
 
 use e2e::*;
-use futures::future::join_all;
-use identity_core::{EmailVerification, Secret};
+use identity_core::EmailVerification;
 use identity_proto::pb;
 use serde_json::{Value, json};
 
-const VERIFY: &str = "Verify your email address";
-const RESET: &str = "Reset your password";
-const CHANGE: &str = "Confirm your new email address";
-const NOTICE: &str = "Your email address is being changed";
-/// How long a message may take to arrive (it is sent by a background task).
-const ARRIVAL: Duration = Duration::from_secs(30);
+use super::email::{
+    ARRIVAL, CHANGE, NOTICE, PASSWORD_CHANGE, RESET, VERIFY, burst, drained, email, stack, subjects, verify_key,
+};
 
 const REQUEST_EMAIL_CHANGE: &str =
     "mutation($e: String!, $p: String!) { requestEmailChange(newEmail: $e, password: $p) { success errors } }";
-const PASSWORD_CHANGE: &str = "mutation($old: String!, $p1: String!, $p2: String!) {
-    passwordChange(oldPassword: $old, newPassword1: $p1, newPassword2: $p2) { success errors token refreshToken } }";
 const REGISTER: &str = "mutation($email: String!, $username: String!, $p1: String!, $p2: String!) {
     register(email: $email, username: $username, password1: $p1, password2: $p2) { success errors token } }";
 const UPDATE_USER: &str =
@@ -31,10 +25,6 @@ const UPDATE_USER: &str =
 const WHOAMI: &str = "{ whoami { username email verified } }";
 
 // === Helpers ===
-
-fn email(name: &str) -> String {
-    format!("{name}@example.com")
-}
 
 /// django-graphql-auth's `errors` for a wrong password (`Messages.INVALID_PASSWORD`).
 fn invalid_password() -> Value {
@@ -44,16 +34,6 @@ fn invalid_password() -> Value {
 /// django-graphql-auth's `errors` without a caller (`login_required`).
 fn unauthenticated() -> Value {
     json!({"nonFieldErrors": [{"message": "Unauthenticated.", "code": "unauthenticated"}]})
-}
-
-/// Both servers on a fresh database, mailing to `smtp`, links leading to the facade, a
-/// manager `root`.
-async fn stack(smtp: &SmtpServer, change: impl FnOnce(&mut identity_service::Config)) -> Stack {
-    let db = TestDb::new().await;
-    let mut config = mail_config(&db, smtp);
-    config.bootstrap_manager = Some(Secret::new(format!("root:{PASSWORD}")));
-    change(&mut config);
-    Stack::start_with(db, config, |_| {}).await
 }
 
 /// A browser that opened one of our pages: it holds the CSRF cookie, and no session.
@@ -76,37 +56,6 @@ fn tab(browser: &Browser) -> Browser {
 
 fn sign_up_body(username: &str, address: &str) -> Value {
     json!({"username": username, "email": address, "password1": PASSWORD, "password2": PASSWORD})
-}
-
-/// The `key` of the verification link in `mail`.
-fn verify_key(mail: &Mail, base: &str) -> String {
-    query_param(&mail.link(&format!("{base}/account/verify-email?key=")), "key")
-}
-
-/// Runs `count` copies of `call` at once; their results in order.
-async fn burst<T, F, Fut>(count: usize, call: F) -> Vec<T>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    join_all((0..count).map(call)).await
-}
-
-/// Waits until the outbox holds nothing left to send and the sender holds nothing it is
-/// sending: every message queued so far has arrived, or never will.
-async fn drained(db: &TestDb) {
-    let store = db.connect().await;
-    let pending = "SELECT COUNT(*) FROM outbox WHERE (sent_at IS NULL AND failed_at IS NULL) OR claimed_until <> 0";
-    eventually(ARRIVAL, || {
-        let store = &store;
-        async move { (count(store, pending).await == 0).then_some(()) }
-    })
-    .await;
-}
-
-/// The subjects of the messages to `to`, in arrival order.
-fn subjects(smtp: &SmtpServer, to: &str) -> Vec<String> {
-    smtp.to(to).into_iter().map(|mail| mail.subject).collect()
 }
 
 /// Asks for a password reset of `name` and waits for it and for the outbox to drain: any mail

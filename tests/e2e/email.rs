@@ -15,19 +15,19 @@ use serde_json::{Value, json};
 use tonic::{Code, Response, Status};
 use tonic_types::StatusExt;
 
-const VERIFY: &str = "Verify your email address";
-const RESET: &str = "Reset your password";
-const CHANGE: &str = "Confirm your new email address";
-const NOTICE: &str = "Your email address is being changed";
+pub(crate) const VERIFY: &str = "Verify your email address";
+pub(crate) const RESET: &str = "Reset your password";
+pub(crate) const CHANGE: &str = "Confirm your new email address";
+pub(crate) const NOTICE: &str = "Your email address is being changed";
 /// How long a message may take to arrive (it is sent by a background task).
-const ARRIVAL: Duration = Duration::from_secs(30);
+pub(crate) const ARRIVAL: Duration = Duration::from_secs(30);
 const NEW_PASSWORD: &str = "a brand new passphrase";
 /// A public URL that is not where anything listens: links must be built from it.
 const PUBLIC: &str = "https://id.example.com";
 
 // === Helpers ===
 
-fn email(name: &str) -> String {
+pub(crate) fn email(name: &str) -> String {
     format!("{name}@example.com")
 }
 
@@ -40,7 +40,7 @@ async fn service(db: &TestDb, smtp: &SmtpServer, change: impl FnOnce(&mut identi
 
 /// Both servers on a fresh database, mailing to `smtp`, links leading to the facade, a
 /// manager `root`.
-async fn stack(smtp: &SmtpServer, change: impl FnOnce(&mut identity_service::Config)) -> Stack {
+pub(crate) async fn stack(smtp: &SmtpServer, change: impl FnOnce(&mut identity_service::Config)) -> Stack {
     let db = TestDb::new().await;
     let mut config = mail_config(&db, smtp);
     config.bootstrap_manager = Some(Secret::new(format!("root:{PASSWORD}")));
@@ -54,7 +54,7 @@ async fn nth_mail(smtp: &SmtpServer, to: &str, subject: &str, n: usize) -> Mail 
 }
 
 /// The `key` of the verification link in `mail`, whose links start with `base`.
-fn verify_key(mail: &Mail, base: &str) -> String {
+pub(crate) fn verify_key(mail: &Mail, base: &str) -> String {
     query_param(&mail.link(&format!("{base}/account/verify-email?key=")), "key")
 }
 
@@ -138,7 +138,7 @@ fn update_request(id: &str, user: pb::User, paths: &[&str]) -> pb::UpdateUserReq
 /// sending: every message queued so far has arrived, or never will (voided, or to nobody). A
 /// message voided while the sender had it is no longer pending, but may still leave: its
 /// claim (`claimed_until`) is cleared only once the sender is done with it.
-async fn drained(db: &TestDb) {
+pub(crate) async fn drained(db: &TestDb) {
     let store = db.connect().await;
     let pending = "SELECT COUNT(*) FROM outbox WHERE (sent_at IS NULL AND failed_at IS NULL) OR claimed_until <> 0";
     eventually(ARRIVAL, || {
@@ -149,12 +149,12 @@ async fn drained(db: &TestDb) {
 }
 
 /// The subjects of the messages to `to`, in arrival order.
-fn subjects(smtp: &SmtpServer, to: &str) -> Vec<String> {
+pub(crate) fn subjects(smtp: &SmtpServer, to: &str) -> Vec<String> {
     smtp.to(to).into_iter().map(|mail| mail.subject).collect()
 }
 
 /// Runs `count` copies of `call` at once; their results in order.
-async fn burst<T, F, Fut>(count: usize, call: F) -> Vec<T>
+pub(crate) async fn burst<T, F, Fut>(count: usize, call: F) -> Vec<T>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = T>,
@@ -525,7 +525,7 @@ const RESEND: &str = "mutation($e: String!) { resendActivationEmail(email: $e) {
 const SEND_RESET: &str = "mutation($e: String!) { sendPasswordResetEmail(email: $e) { success errors } }";
 const PASSWORD_RESET: &str = "mutation($t: String!, $p1: String!, $p2: String!) {
     passwordReset(token: $t, newPassword1: $p1, newPassword2: $p2) { success errors } }";
-const PASSWORD_CHANGE: &str = "mutation($old: String!, $p1: String!, $p2: String!) {
+pub(crate) const PASSWORD_CHANGE: &str = "mutation($old: String!, $p1: String!, $p2: String!) {
     passwordChange(oldPassword: $old, newPassword1: $p1, newPassword2: $p2) { success errors token refreshToken } }";
 const ME: &str = "{ whoami { username verified } }";
 
