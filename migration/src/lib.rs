@@ -9,6 +9,7 @@ mod m20261202_000001_refresh_grace_and_keys;
 mod m20261202_000002_janitor;
 mod m20261202_000003_key_lifecycle;
 mod m20261204_000001_accounts_by_email;
+mod m20261205_000001_social_login;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_janitor::Migration),
             Box::new(m20261202_000003_key_lifecycle::Migration),
             Box::new(m20261204_000001_accounts_by_email::Migration),
+            Box::new(m20261205_000001_social_login::Migration),
         ]
     }
 }

@@ -1,6 +1,6 @@
 //! sea-orm entities: the tables as the store reads and writes them. Only `store` and the
-//! domain modules of this crate see them; transports see domain types. (`login_attempts` has
-//! none: `throttle` speaks to it in single statements that sea-orm cannot express.)
+//! domain modules of this crate see them; transports see domain types. (`login_attempts` and
+//! `social_states` have none: `throttle` speaks to it in single statements that sea-orm cannot express.)
 
 pub mod users {
     use sea_orm::entity::prelude::*;
@@ -115,6 +115,28 @@ pub mod signing_keys {
         pub revoked_at: Option<i64>,
         pub private_key_sealed: Option<String>,
         pub kek_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod external_identities {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "external_identities")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub provider: String,
+        pub subject: String,
+        pub email: String,
+        pub created_at: i64,
+        pub last_login_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

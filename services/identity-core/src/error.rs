@@ -46,6 +46,62 @@ impl DeadReason {
     }
 }
 
+/// Why a sign-in with a provider, a link or an unlink was refused (`docs/social-login.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocialError {
+    /// The `state` is missing, unknown, used, expired, or for another provider or redirect URI.
+    StateInvalid,
+    /// The provider refused the code (used, expired, or issued to someone else).
+    CodeRejected,
+    /// The provider's ID token failed verification (signature, `alg`, issuer, audience,
+    /// nonce, expiry), or there was none.
+    TokenInvalid,
+    /// A local account has the provider's address, and the addresses are not both verified:
+    /// no automatic link. Log in to that account and link the provider from there.
+    EmailInUse,
+    /// The provider shared no email address.
+    EmailRequired,
+    /// This identity at the provider belongs to another user.
+    LinkedElsewhere,
+    /// Unlinking would leave the user no way to log in.
+    LastLoginMethod,
+    /// The provider could not be reached (discovery, token endpoint or API).
+    ProviderUnavailable,
+}
+
+impl SocialError {
+    /// A stable machine-readable name (`google.rpc.ErrorInfo.reason`, the facade's error code).
+    pub fn code(self) -> &'static str {
+        match self {
+            SocialError::StateInvalid => "SOCIAL_STATE_INVALID",
+            SocialError::CodeRejected => "SOCIAL_CODE_REJECTED",
+            SocialError::TokenInvalid => "SOCIAL_TOKEN_INVALID",
+            SocialError::EmailInUse => "SOCIAL_EMAIL_IN_USE",
+            SocialError::EmailRequired => "SOCIAL_EMAIL_REQUIRED",
+            SocialError::LinkedElsewhere => "IDENTITY_LINKED_ELSEWHERE",
+            SocialError::LastLoginMethod => "LAST_LOGIN_METHOD",
+            SocialError::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            SocialError::StateInvalid => "the sign-in was not started here or has expired; start it again",
+            SocialError::CodeRejected => "the provider refused the authorization code",
+            SocialError::TokenInvalid => "the provider's ID token did not verify",
+            SocialError::EmailInUse => {
+                "an account already uses this email address; log in to it and link the provider from there"
+            }
+            SocialError::EmailRequired => "the provider did not share an email address",
+            SocialError::LinkedElsewhere => "this account at the provider is linked to another user",
+            SocialError::LastLoginMethod => {
+                "this is the last way to log in; set a password or link another provider first"
+            }
+            SocialError::ProviderUnavailable => "the provider cannot be reached; retry later",
+        }
+    }
+}
+
 /// One bad input field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -79,6 +135,9 @@ pub enum CoreError {
     /// Bad input, every bad field at once.
     #[error("{}", .0.iter().map(|v| format!("{}: {}", v.field, v.reason)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Violation>),
+    /// Signing in with a provider, linking or unlinking refused.
+    #[error("{}", .0.message())]
+    Social(SocialError),
     #[error("the database is unavailable")]
     Unavailable,
     /// An operator's change refused as it stands (it would leave no signing key, or does not

@@ -23,6 +23,8 @@ pub struct Swept {
     pub login_attempts: u64,
     pub account_tokens: u64,
     pub outbox: u64,
+    /// Social sign-ins started and never completed.
+    pub social_states: u64,
 }
 
 impl Identity {
@@ -78,6 +80,10 @@ impl Identity {
         let done = "DELETE FROM outbox WHERE id IN \
             (SELECT id FROM outbox WHERE sent_at < $1 OR failed_at < $1 LIMIT $2)";
         swept.outbox += batches(self.db(), done, || vec![cutoff_ms.into(), BATCH.into()]).await?;
+        // Started sign-ins are useless once expired: no retention.
+        let started = "DELETE FROM social_states WHERE state_hash IN \
+            (SELECT state_hash FROM social_states WHERE expires_at < $1 LIMIT $2)";
+        swept.social_states += batches(self.db(), started, || vec![now_ms.into(), BATCH.into()]).await?;
         Ok(swept)
     }
 }

@@ -7,7 +7,7 @@
 //! policy), `throttle` (the login budget), `tokens` (opaque secrets, sealing), `events` (the
 //! bus), `settings`, `store` (opening the database), `entities` (the tables), `error`, `clock`,
 //! `blocking` (the CPU pool), `accounts` (verifying, resetting, changing the address by
-//! email links) and `mail` (the outbox and its sender), `janitor` (deleting what is past its life), `backup` (a consistent copy of SQLite). The contract they keep is in `docs/identity-service.md`.
+//! email links) and `mail` (the outbox and its sender), `social` (signing in with providers), `janitor` (deleting what is past its life), `backup` (a consistent copy of SQLite). The contract they keep is in `docs/identity-service.md`.
 
 pub mod accounts;
 pub mod backup;
@@ -23,6 +23,7 @@ mod passwords;
 pub mod replication;
 pub mod sessions;
 pub mod settings;
+pub mod social;
 pub mod store;
 mod throttle;
 mod tokens;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-pub use error::{CoreError, CoreResult, DeadReason, Violation};
+pub use error::{CoreError, CoreResult, DeadReason, SocialError, Violation};
 pub use events::{Event, Events, RevokeReason, SessionEvent, SessionEventKind};
 pub use janitor::Swept;
 pub use keys::{Claims, KeyClock, KeyInfo, KeyState, PublicJwk, admin::KeyAdmin, format_ms};
@@ -69,6 +70,7 @@ struct Inner {
     /// On PostgreSQL: the other replicas hear of our events, and we of theirs.
     replication: Option<Replication>,
     mail: Mail,
+    social: social::Social,
 }
 
 /// What the outbox's sender needs (`mail::outbox`).
@@ -132,7 +134,8 @@ impl Identity {
             false => None,
         };
         let mail = Mail { transport, from, observer, queued: tokio::sync::Notify::new() };
-        let inner = Inner { db, settings, passwords, keys, events, live, replication, mail };
+        let social = social::Social::new(&settings.providers)?;
+        let inner = Inner { db, settings, passwords, keys, events, live, replication, mail, social };
         Ok((Identity { inner: Arc::new(inner) }, lock))
     }
 

@@ -79,6 +79,9 @@ impl Passwords {
 
     /// Verifies `password` against `phc`, or against the decoy when there is no user.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> CoreResult<Verified> {
+        // A user made by a provider has a password nobody can type until they set one: it
+        // is checked like an unknown user's, at the same cost.
+        let phc = phc.filter(|phc| !phc.starts_with(crate::social::UNUSABLE_PASSWORD_PREFIX));
         let known = phc.is_some();
         let phc = phc.unwrap_or(&self.decoy).to_owned();
         let (cost, password) = (self.cost, Secret::new(password));

@@ -153,6 +153,8 @@ pub struct Settings {
     pub session_cache_ttl: Duration,
     pub keys: KeySettings,
     pub email: EmailSettings,
+    /// The providers users may sign in with (`IDENTITY_PROVIDERS_FILE`; none by default).
+    pub providers: Vec<crate::social::ProviderSettings>,
 }
 
 /// Signing keys: their rotation, publication and protection at rest (docs/keys.md).
@@ -344,6 +346,7 @@ impl Default for Settings {
             session_cache_ttl: Duration::from_secs(5),
             keys: KeySettings::default(),
             email: EmailSettings::default(),
+            providers: Vec::new(),
         }
     }
 }

@@ -271,6 +271,11 @@ pub struct Config {
     )]
     pub email_verification: EmailVerification,
 
+    /// The providers users may sign in with: a TOML file of `[[provider]]` tables
+    /// (docs/social-login.md). Unset: none.
+    #[arg(long, env = "IDENTITY_PROVIDERS_FILE", value_name = "IDENTITY_PROVIDERS_FILE")]
+    pub providers_file: Option<PathBuf>,
+
     /// Where messages are written when `IDENTITY_SMTP_URL` is unset.
     #[arg(long, env = "IDENTITY_OUTBOX_DIR", value_name = "IDENTITY_OUTBOX_DIR", default_value = "data/outbox")]
     pub outbox_dir: PathBuf,
@@ -382,6 +387,7 @@ fn variable(field: &str) -> &str {
         "email.from" => "IDENTITY_EMAIL_FROM",
         "email.public_url" => "IDENTITY_PUBLIC_URL (or IDENTITY_ISSUER, its default)",
         "email.outbox_dir" => "IDENTITY_OUTBOX_DIR",
+        "providers_file" => "IDENTITY_PROVIDERS_FILE",
         "email.reset_ttl" => "IDENTITY_PASSWORD_RESET_TTL",
         "email.verification_ttl" => "IDENTITY_EMAIL_VERIFICATION_TTL",
         "email.change_ttl" => "IDENTITY_EMAIL_CHANGE_TTL",
@@ -473,6 +479,10 @@ impl Config {
                 previous_secrets: self.jwt_previous_secrets.clone(),
                 encryption_key: self.key_encryption_key()?,
                 previous_encryption_keys: self.key_encryption_previous_keys.clone(),
+            },
+            providers: match &self.providers_file {
+                Some(path) => identity_core::social::load_providers(path).map_err(ConfigError::from_core)?,
+                None => Vec::new(),
             },
         };
         settings.validate().map_err(ConfigError::from_core)?;

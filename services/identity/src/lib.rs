@@ -13,7 +13,7 @@ use identity_proto::{
     FILE_DESCRIPTOR_SET,
     pb::{
         account_service_server::AccountServiceServer, auth_service_server::AuthServiceServer,
-        user_service_server::UserServiceServer,
+        social_service_server::SocialServiceServer, user_service_server::UserServiceServer,
     },
 };
 use tokio::net::TcpListener;
@@ -111,11 +111,12 @@ pub async fn serve(
 }
 
 /// The names health reports: the server as a whole and each of our services.
-const HEALTH_SERVICES: [&str; 4] = [
+const HEALTH_SERVICES: [&str; 5] = [
     "",
     <UserServiceServer<grpc::users::Users> as NamedService>::NAME,
     <AuthServiceServer<grpc::auth::Auth> as NamedService>::NAME,
     <AccountServiceServer<grpc::accounts::Accounts> as NamedService>::NAME,
+    <SocialServiceServer<grpc::social::Social> as NamedService>::NAME,
 ];
 
 impl Opened {
@@ -208,6 +209,10 @@ impl Opened {
                     .max_decoding_message_size(limit),
             )
             .add_service(
+                SocialServiceServer::new(grpc::social::Social::new(identity.clone(), forwarders.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
                 AuthServiceServer::new(grpc::auth::Auth::new(identity.clone(), forwarders, stopping))
                     .max_decoding_message_size(limit),
             )
@@ -258,6 +263,7 @@ async fn run_janitor(identity: Identity, janitor: config::Janitor, metrics: Arc<
                         login_attempts = swept.login_attempts,
                         account_tokens = swept.account_tokens,
                         outbox = swept.outbox,
+                        social_states = swept.social_states,
                         "janitor deleted rows past their life"
                     );
                 }

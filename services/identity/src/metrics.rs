@@ -173,6 +173,7 @@ impl Metrics {
             ("login_attempts", swept.login_attempts),
             ("account_tokens", swept.account_tokens),
             ("outbox", swept.outbox),
+            ("social_states", swept.social_states),
         ] {
             self.janitor_removed.get_or_create(&TableLabel { table }).inc_by(rows);
         }

@@ -118,7 +118,12 @@ impl Identity {
     /// change): a reset or password change either finds this session and revokes it, or this
     /// login finds the new hash and is refused. No login with an old password outlives the
     /// change, however they interleave.
-    async fn open_session(&self, user: User, client: ClientInfo, password_hash: &str) -> CoreResult<LoginOutcome> {
+    pub(crate) async fn open_session(
+        &self,
+        user: User,
+        client: ClientInfo,
+        password_hash: &str,
+    ) -> CoreResult<LoginOutcome> {
         let now = clock::now();
         users::Entity::update_many()
             .col_expr(users::Column::LastLogin, Expr::value(now))

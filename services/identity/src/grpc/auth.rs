@@ -36,15 +36,7 @@ impl AuthService for Auth {
         let client = self.forwarders.client_info(&request);
         let message = request.into_inner();
         let outcome = self.identity.login(&message.username, &message.password, client).await.status()?;
-        Ok(Response::new(pb::LoginResponse {
-            user: Some(convert::user(&outcome.user)),
-            session_id: outcome.session_id,
-            session_token: outcome.session_token,
-            access_token: outcome.tokens.access_token,
-            refresh_token: outcome.tokens.refresh_token,
-            access_expires_at: convert::timestamp(outcome.tokens.access_expires_at),
-            refresh_expires_at: convert::timestamp(outcome.tokens.refresh_expires_at),
-        }))
+        Ok(Response::new(convert::login(outcome)))
     }
 
     async fn authenticate(

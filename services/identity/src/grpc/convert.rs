@@ -1,11 +1,24 @@
 //! Domain types to and from protobuf messages.
 
-use identity_core::{Claims, SessionEvent, SessionEventKind, SessionView, User};
+use identity_core::{Claims, LoginOutcome, SessionEvent, SessionEventKind, SessionView, User};
 use identity_proto::pb;
 use prost_types::Timestamp;
 
 pub fn timestamp(unix_seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds: unix_seconds, nanos: 0 })
+}
+
+/// A new session, as `Login` and a completed social sign-in answer.
+pub fn login(outcome: LoginOutcome) -> pb::LoginResponse {
+    pb::LoginResponse {
+        user: Some(user(&outcome.user)),
+        session_id: outcome.session_id,
+        session_token: outcome.session_token,
+        access_token: outcome.tokens.access_token,
+        refresh_token: outcome.tokens.refresh_token,
+        access_expires_at: timestamp(outcome.tokens.access_expires_at),
+        refresh_expires_at: timestamp(outcome.tokens.refresh_expires_at),
+    }
 }
 
 pub fn user(user: &User) -> pb::User {

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod convert;
 pub mod edge;
+pub mod social;
 pub mod status;
 pub mod users;
 

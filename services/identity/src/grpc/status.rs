@@ -1,7 +1,7 @@
 //! The only conversion from domain errors to gRPC statuses (docs/identity-service.md, "The
 //! API"). Handlers use `?`.
 
-use identity_core::CoreError;
+use identity_core::{CoreError, SocialError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -36,6 +36,11 @@ pub fn to_status(error: CoreError) -> Status {
                 violations.iter().map(|v| FieldViolation::new(v.field, v.reason.clone())).collect::<Vec<_>>(),
             ),
         ),
+        CoreError::Social(reason) => Status::with_error_details(
+            social_code(reason),
+            reason.message(),
+            ErrorDetails::with_error_info(reason.code(), DOMAIN, std::collections::HashMap::new()),
+        ),
         CoreError::Unavailable => Status::unavailable("the database is unavailable; retry later"),
         CoreError::Refused(_) => Status::failed_precondition(error.to_string()),
         CoreError::EmailNotVerified => Status::with_error_details(
@@ -51,6 +56,15 @@ pub fn to_status(error: CoreError) -> Status {
             tracing::error!(%cause, "internal error");
             Status::internal("internal error")
         }
+    }
+}
+
+fn social_code(reason: SocialError) -> Code {
+    match reason {
+        SocialError::StateInvalid | SocialError::CodeRejected | SocialError::TokenInvalid => Code::Unauthenticated,
+        SocialError::EmailInUse | SocialError::EmailRequired | SocialError::LastLoginMethod => Code::FailedPrecondition,
+        SocialError::LinkedElsewhere => Code::AlreadyExists,
+        SocialError::ProviderUnavailable => Code::Unavailable,
     }
 }
 
