@@ -26,6 +26,10 @@ use crate::{
 
 pub const CSRF_COOKIE: &str = "csrftoken";
 pub const CSRF_HEADER: &str = "x-csrftoken";
+/// The `state` of a provider sign-in begun by this browser (`/auth/{provider}/login`).
+pub const SOCIAL_STATE_COOKIE: &str = "social_state";
+/// As long as a sign-in may take at the provider (the identity service's limit too).
+const SOCIAL_STATE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 /// Django's CSRF cookie age: a year.
 const CSRF_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -91,6 +95,22 @@ impl Cookies {
 
     /// Keeps a well-formed CSRF cookie the client already has; sets one otherwise. The token
     /// the client now holds.
+    /// Binds a provider sign-in to this browser: its `state`, HttpOnly, sent only to the
+    /// provider's callback. SameSite=Lax: the provider's redirect back is a top-level GET.
+    pub async fn set_social_state(&self, jar: &CookieJar, provider: &str, state: &str) -> Result<(), ApiError> {
+        let mut cookie = Self::build(SOCIAL_STATE_COOKIE, state, SOCIAL_STATE_MAX_AGE, true, self.secure().await?);
+        cookie.set_path(format!("/auth/{provider}/callback"));
+        jar.add(cookie);
+        Ok(())
+    }
+
+    pub fn clear_social_state(&self, jar: &CookieJar, provider: &str) {
+        let secure = self.decided.get().copied().unwrap_or(false);
+        let mut cookie = Self::build(SOCIAL_STATE_COOKIE, "", Duration::ZERO, true, secure);
+        cookie.set_path(format!("/auth/{provider}/callback"));
+        jar.add(cookie);
+    }
+
     pub async fn ensure_csrf(&self, jar: &CookieJar) -> Result<String, ApiError> {
         match jar.get(CSRF_COOKIE).map(|cookie| cookie.value_str().to_owned()) {
             Some(token) if well_formed(&token) => Ok(token),
@@ -151,6 +171,14 @@ fn double_submit(jar: &CookieJar, header: Option<&str>) -> Result<(), CsrfFailur
 }
 
 /// The browser side of a request: its cookie jar, the cookie writer, and the CSRF verdict.
+/// Whether the `state` a provider sent back is the one this browser's sign-in began with
+/// (compared in constant time).
+pub fn social_state_matches(jar: &CookieJar, state: &str) -> bool {
+    let Some(cookie) = jar.get(SOCIAL_STATE_COOKIE) else { return false };
+    let bound = cookie.value_str();
+    !bound.is_empty() && bool::from(bound.as_bytes().ct_eq(state.as_bytes()))
+}
+
 #[derive(Clone)]
 pub struct BrowserContext {
     pub jar: CookieJar,

@@ -10,9 +10,12 @@ use identity_proto::pb;
 use crate::{
     graphql::{
         subscriptions::{SessionEvent, SessionEventKind},
-        types::{GenericScalar, Profile, Session, User},
+        types::{ExternalIdentity, GenericScalar, Profile, Session, SocialProvider, User},
     },
-    rest::UserView,
+    rest::{
+        UserView,
+        social::{IdentityView, SocialProviderView},
+    },
 };
 
 /// A protobuf timestamp as a UTC date (the epoch when unset).
@@ -99,6 +102,52 @@ impl From<pb::User> for UserView {
             role: user.role,
             is_active: user.is_active,
             email_verified: user.email_verified,
+        }
+    }
+}
+
+impl From<pb::Provider> for SocialProvider {
+    fn from(provider: pb::Provider) -> Self {
+        SocialProvider {
+            login_url: format!("/auth/{}/login", provider.name),
+            name: provider.name,
+            display_name: provider.display_name,
+            kind: provider.kind,
+        }
+    }
+}
+
+impl From<pb::ExternalIdentity> for ExternalIdentity {
+    fn from(identity: pb::ExternalIdentity) -> Self {
+        ExternalIdentity {
+            created_at: time(identity.created_at.as_ref()),
+            last_login_at: identity.last_login_at.as_ref().map(|at| time(Some(at))),
+            provider: identity.provider,
+            subject: identity.subject,
+            email: identity.email,
+        }
+    }
+}
+
+impl From<pb::Provider> for SocialProviderView {
+    fn from(provider: pb::Provider) -> Self {
+        SocialProviderView {
+            login_url: format!("/auth/{}/login", provider.name),
+            name: provider.name,
+            display_name: provider.display_name,
+            kind: provider.kind,
+        }
+    }
+}
+
+impl From<pb::ExternalIdentity> for IdentityView {
+    fn from(identity: pb::ExternalIdentity) -> Self {
+        IdentityView {
+            created_at: time(identity.created_at.as_ref()).to_rfc3339(),
+            last_login_at: identity.last_login_at.as_ref().map(|at| time(Some(at)).to_rfc3339()),
+            provider: identity.provider,
+            subject: identity.subject,
+            email: identity.email,
         }
     }
 }

@@ -16,6 +16,8 @@ use tonic_types::StatusExt;
 const DOMAIN: &str = "identity.v1";
 /// The `ErrorInfo` reason of a login refused for an unverified address.
 const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
+/// The `ErrorInfo` reason of a sign-in whose provider could not be reached.
+const PROVIDER_UNAVAILABLE: &str = "PROVIDER_UNAVAILABLE";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -189,6 +191,12 @@ impl From<tonic::Status> for ApiError {
             ErrorKind::Internal => {
                 tracing::error!(code = ?status.code(), message = status.message(), "identity service error");
                 "internal error".to_owned()
+            }
+            // A provider the identity service could not reach says so itself.
+            ErrorKind::ServiceUnavailable
+                if info.as_ref().is_some_and(|i| i.reason == PROVIDER_UNAVAILABLE && i.domain == DOMAIN) =>
+            {
+                status.message().to_owned()
             }
             ErrorKind::ServiceUnavailable => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "identity service unavailable");

@@ -13,7 +13,7 @@ use std::{
 
 use identity_proto::pb::{
     self, account_service_client::AccountServiceClient, auth_service_client::AuthServiceClient,
-    user_service_client::UserServiceClient,
+    social_service_client::SocialServiceClient, user_service_client::UserServiceClient,
 };
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -132,6 +132,10 @@ impl IdentityClient {
 
     pub fn accounts(&self) -> AccountServiceClient<Channel> {
         AccountServiceClient::new(self.channel())
+    }
+
+    pub fn social(&self) -> SocialServiceClient<Channel> {
+        SocialServiceClient::new(self.channel())
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -7,8 +7,8 @@
 //! Modules, lowest first (each imports only modules above it in this list):
 //! `config`, `credential`, `error`, `metrics`, `server` — `accounts` (form errors) —
 //! `identity` (the gRPC client) — `discovery` — `browser` (cookies, CSRF) — `context` —
-//! `login` — `sockets`, `graphql` (the schema) — `state` — `rest`, `convert` — `graphql_http`,
-//! `graphql_ws`, `hasura`, `pages`.
+//! `login` — `social` — `sockets`, `graphql` (the schema) — `state` — `rest`, `convert` —
+//! `graphql_http`, `graphql_ws`, `hasura`, `pages`, `social_http`.
 
 pub mod accounts;
 pub mod browser;
@@ -29,6 +29,8 @@ pub mod metrics;
 pub mod pages;
 pub mod rest;
 pub mod server;
+pub mod social;
+pub mod social_http;
 pub mod sockets;
 pub mod state;
 
@@ -110,6 +112,9 @@ pub async fn serve(
         .at("/.well-known/jwks.json", get(pages::jwks))
         .at("/.well-known/openid-configuration", get(pages::openid_configuration))
         .at("/hasura/webhook", get(hasura::get).post(hasura::post))
+        .at("/auth/:provider/login", get(social_http::login))
+        .at("/auth/:provider/link", get(social_http::link_account))
+        .at("/auth/:provider/callback", get(social_http::callback))
         .at("/healthz", get(pages::healthz))
         .at("/readyz", get(pages::readyz))
         .at("/metrics", get(pages::metrics))

@@ -1,5 +1,5 @@
 //! Logging in and out through a browser, whatever the transport (REST `/api/login`, the
-//! GraphQL `login` and `logout` mutations): the identity service's session handed over in the
+//! GraphQL `login` and `logout` mutations, a provider's sign-in): the identity service's session handed over in the
 //! `sessionid` cookie, and ended with it.
 
 use std::time::Duration;
@@ -23,6 +23,16 @@ pub async fn log_in(
     password: String,
 ) -> Result<pb::User, ApiError> {
     let login = request.identity.login(request.anonymous(pb::LoginRequest { username, password })).await?;
+    hand_over(request, browser, login).await
+}
+
+/// Hands a new session (from a password login or a provider's sign-in) to the browser: the
+/// session cookie set, the CSRF token rotated, the session the browser held before ended.
+pub async fn hand_over(
+    request: &RequestContext,
+    browser: &BrowserContext,
+    login: pb::LoginResponse,
+) -> Result<pb::User, ApiError> {
     if let (Some(Credential::Session(_)), Caller::User(_)) = (&request.credential, &request.caller)
         && let Ok(message) = request.as_caller(pb::LogoutRequest {})
         && let Err(status) = request.identity.auth().logout(message).await

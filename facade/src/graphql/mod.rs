@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod sessions;
+pub mod social;
 pub mod subscriptions;
 pub mod types;
 pub mod users;
@@ -17,10 +18,16 @@ use async_graphql::{
 };
 
 #[derive(MergedObject, Default)]
-pub struct Query(auth::AuthQuery, users::UsersQuery, sessions::SessionsQuery);
+pub struct Query(auth::AuthQuery, users::UsersQuery, sessions::SessionsQuery, social::SocialQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(auth::AuthMutation, users::UsersMutation, sessions::SessionsMutation, accounts::AccountsMutation);
+pub struct Mutation(
+    auth::AuthMutation,
+    users::UsersMutation,
+    sessions::SessionsMutation,
+    accounts::AccountsMutation,
+    social::SocialMutation,
+);
 
 pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 

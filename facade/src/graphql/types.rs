@@ -231,3 +231,33 @@ pub struct ConfirmEmailChange {
     pub success: bool,
     pub errors: Option<ExpectedErrorType>,
 }
+
+/// A provider users may sign in with.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct SocialProvider {
+    /// The `provider` argument of the social operations.
+    pub name: String,
+    pub display_name: String,
+    /// `oidc` or `github`.
+    pub kind: String,
+    /// The browser flow's start: `/auth/{provider}/login`.
+    pub login_url: String,
+}
+
+/// A begun sign-in: send the browser to `authorizationUrl`; keep `state` for `socialAuth`.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct SocialBegin {
+    pub authorization_url: String,
+    pub state: String,
+    pub redirect_uri: String,
+}
+
+/// A provider's account linked to the user.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ExternalIdentity {
+    pub provider: String,
+    pub subject: String,
+    pub email: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+}

@@ -5,6 +5,7 @@
 //! dj-rest-auth does.
 
 pub mod accounts;
+pub mod social;
 
 use std::sync::Arc;
 
@@ -261,9 +262,9 @@ impl Api {
 }
 
 /// The API and its OpenAPI document.
-fn service() -> poem_openapi::OpenApiService<(Api, accounts::AccountsApi), ()> {
+fn service() -> poem_openapi::OpenApiService<(Api, accounts::AccountsApi, social::SocialApi), ()> {
     poem_openapi::OpenApiService::new(
-        (Api, accounts::AccountsApi),
+        (Api, accounts::AccountsApi, social::SocialApi),
         "Identity facade REST API",
         env!("CARGO_PKG_VERSION"),
     )
@@ -271,7 +272,8 @@ fn service() -> poem_openapi::OpenApiService<(Api, accounts::AccountsApi), ()> {
         "Cookie sessions for browsers, the Django REST Framework way: GET /api/csrf, then POST \
              /api/login with X-CSRFToken, then call /graphql with the sessionid cookie. Accounts by \
              email the dj-rest-auth way: /api/registration/, /api/password/reset/, \
-             /api/password/change/, and /api/email/change/. Errors are {\"detail\": \"...\"}; a 400 \
+             /api/password/change/, and /api/email/change/. Signing in with a provider from a \
+             single-page app: GET /api/social/{provider}/, then POST the code and state to it. Errors are {\"detail\": \"...\"}; a 400 \
              also lists the bad fields.",
     )
     .server("/api")
