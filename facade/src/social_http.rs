@@ -98,6 +98,7 @@ pub async fn callback(
             Err(error) => return refusal(&error),
         };
     let Some(browser) = context.browser.as_ref() else { return refusal(&ApiError::internal()) };
+    let bound = social_state_matches(&browser.jar, &query.state);
     // Whatever happens next, this sign-in is over for the browser.
     browser.cookies.clear_social_state(&browser.jar, &provider);
     if let Some(error) = query.error {
@@ -108,7 +109,7 @@ pub async fn callback(
         });
     }
     // Login CSRF: a code and state another browser obtained do not log this one in.
-    if query.state.is_empty() || !social_state_matches(&browser.jar, &query.state) {
+    if query.state.is_empty() || !bound {
         tracing::info!(%provider, "social login refused: the state is not this browser's");
         return refusal(&ApiError {
             reason: Some("SOCIAL_STATE_INVALID".into()),

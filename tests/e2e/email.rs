@@ -252,7 +252,9 @@ async fn under_required_verification_a_login_with_the_right_password_mails_a_fre
     let db = TestDb::new().await;
     let service = service(&db, &smtp, |config| {
         config.email_verification = EmailVerification::Required;
-        config.email_verification_ttl = Duration::from_secs(1).into();
+        // Long enough that the login's fresh link outlives the checks below on a loaded
+        // machine (a second has been too short), short enough to wait out the first.
+        config.email_verification_ttl = Duration::from_secs(4).into();
     })
     .await;
     let (mut accounts, mut auth) = (service.accounts(), service.auth());
@@ -260,7 +262,7 @@ async fn under_required_verification_a_login_with_the_right_password_mails_a_fre
     let first = verify_key(&smtp.wait_for_subject(&email("gus"), VERIFY, ARRIVAL).await, DEFAULT_ISSUER);
     // The sign-up's link expires unused (as one sent before verification was required would
     // be missing): now a login has reason to mail another.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
 
     let wrong = login(&mut auth, "gus", "not his password").await.unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");

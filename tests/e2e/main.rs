@@ -21,6 +21,7 @@ mod other_languages;
 mod pages;
 mod proxies;
 mod replicas;
+mod social;
 mod storage;
 mod subscriptions;
 mod tls;

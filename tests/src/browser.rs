@@ -42,6 +42,12 @@ impl Browser {
         &mut self,
         request: reqwest::RequestBuilder,
     ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let (status, headers, body) = self.send_text(request).await;
+        (status, headers, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `send`, the body as text (a page).
+    pub async fn send_text(&mut self, request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
         let request = if self.cookies.is_empty() { request } else { request.header("cookie", self.cookie_header()) };
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -58,8 +64,7 @@ impl Browser {
                 self.cookies.insert(name.to_owned(), value.to_owned());
             }
         }
-        let body = response.json().await.unwrap_or(serde_json::Value::Null);
-        (status, headers, body)
+        (status, headers, response.text().await.unwrap_or_default())
     }
 
     pub async fn get(&mut self, path: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {

@@ -1,7 +1,8 @@
 //! The black-box test harness: real servers on `127.0.0.1:0`, each test with its own database
 //! (a SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` is set), clients
 //! that speak what our users speak, a TCP proxy that can cut a server off from its database, a
-//! PostgreSQL cluster a test may stop, an SMTP server that keeps what it receives, and the
+//! PostgreSQL cluster a test may stop, an SMTP server that keeps what it receives, providers to
+//! sign in with (an OpenID provider and a GitHub-shaped server), and the
 //! binaries run as processes.
 
 #![allow(clippy::unwrap_used)]
@@ -15,6 +16,7 @@ pub mod proxy;
 pub mod raw;
 pub mod servers;
 pub mod smtp;
+pub mod social;
 pub mod tls;
 
 use std::time::Duration;

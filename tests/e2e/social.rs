@@ -1,0 +1,663 @@
+//! Signing in with a provider, end to end against a real OpenID provider (panva's
+//! `oidc-provider`) and a GitHub-shaped OAuth2 server (tests/node/social_providers.mjs): the
+//! browser redirect flow, the single-page app's REST and GraphQL flows, the linking rules, and
+//! every refusal the issue names, each its own test; single use and throttling under bursts.
+
+use std::time::Duration;
+
+use e2e::{social::Providers, *};
+use futures::future::join_all;
+use identity_core::Secret;
+use identity_proto::pb::{self, social_service_client::SocialServiceClient};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// Both servers with both providers configured, and the providers.
+struct Social {
+    stack: Stack,
+    providers: Providers,
+    /// Kept alive: the providers file and its secret.
+    _dir: tempfile::TempDir,
+}
+
+impl Social {
+    /// The facade's `/auth/{provider}/callback`.
+    fn callback(&self, provider: &str) -> String {
+        format!("{}/auth/{provider}/callback", self.stack.facade.base())
+    }
+
+    /// The single-page app's redirect URI (listed in the providers file).
+    fn spa_redirect(&self) -> String {
+        format!("{}/spa/callback", self.stack.facade.base())
+    }
+
+    /// A browser that does not follow redirects (the tests follow them).
+    fn browser(&self) -> Browser {
+        let mut browser = Browser::new(&self.stack.facade);
+        browser.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        browser
+    }
+
+    fn social(&self) -> SocialServiceClient<tonic::transport::Channel> {
+        SocialServiceClient::new(self.stack.identity.channel())
+    }
+
+    async fn users(&self) -> i64 {
+        count(&self.stack.db.connect().await, "SELECT COUNT(*) FROM users").await
+    }
+
+    async fn identities(&self) -> i64 {
+        count(&self.stack.db.connect().await, "SELECT COUNT(*) FROM external_identities").await
+    }
+}
+
+/// A fresh stack whose providers file names `example` (OpenID) and `github`, with a manager
+/// `boss@example.com` (the bootstrap manager's address counts as verified).
+async fn social_stack(change: impl FnOnce(&mut identity_service::Config)) -> Social {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let spa = format!("{base}/spa/callback");
+    let redirects = [format!("{base}/auth/example/callback"), format!("{base}/auth/github/callback"), spa.clone()];
+    let providers = Providers::start(&redirects).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = providers.write_file(dir.path(), &spa);
+    let db = TestDb::new().await;
+    let mut config = config(&db);
+    config.public_url = Some(base);
+    config.providers_file = Some(file);
+    config.bootstrap_manager = Some(Secret::new(format!("boss@example.com:{PASSWORD}")));
+    change(&mut config);
+    let identity = Service::start(config).await;
+    let facade = Facade::start_on(facade_config(&identity), listener);
+    Social { stack: Stack { facade, identity, db }, providers, _dir: dir }
+}
+
+fn account(sub: &str, email: &str, verified: bool, username: &str) -> Value {
+    json!({"sub": sub, "email": email, "email_verified": verified, "preferred_username": username, "name": username})
+}
+
+/// The browser flow up to the provider's redirect back: GET /auth/{provider}/login, then the
+/// provider. The callback URL (with `code` and `state`).
+async fn to_callback(social: &Social, browser: &mut Browser, provider: &str, next: &str) -> String {
+    let request = browser.http.get(format!("{}/auth/{provider}/login?next={next}", browser.base));
+    let (status, headers, body) = browser.send_text(request).await;
+    assert_eq!(status, 302, "{body}");
+    let cookie = browser.set_cookie("social_state").expect("the state is bound to the browser").to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains(&format!("Path=/auth/{provider}/callback")), "{cookie}");
+    let location = headers["location"].to_str().unwrap().to_owned();
+    social::authorize(&location, &social.callback(provider)).await
+}
+
+/// GETs the callback: (status, Location or the page).
+async fn callback(browser: &mut Browser, url: &str) -> (u16, String) {
+    let (status, headers, body) = browser.send_text(browser.http.get(url)).await;
+    match headers.get("location") {
+        Some(location) => (status, location.to_str().unwrap().to_owned()),
+        None => (status, body),
+    }
+}
+
+/// The whole browser flow; the callback's (status, Location or page).
+async fn browser_sign_in(social: &Social, browser: &mut Browser, provider: &str, next: &str) -> (u16, String) {
+    let url = to_callback(social, browser, provider, next).await;
+    callback(browser, &url).await
+}
+
+/// GET /api/me with the browser's cookies.
+async fn me(browser: &mut Browser) -> (u16, Value) {
+    let (status, _, body) = browser.get("/api/me").await;
+    (status, body)
+}
+
+/// The SPA flow's first half: GET /api/social/{provider}/ and the provider; (code, state).
+async fn spa_code(social: &Social, browser: &mut Browser, provider: &str) -> (String, String) {
+    let redirect = social.spa_redirect();
+    let (status, _, begun) = browser.get(&format!("/api/social/{provider}/?redirect_uri={redirect}")).await;
+    assert_eq!(status, 200, "{begun}");
+    assert_eq!(begun["redirect_uri"], redirect.as_str());
+    let url = social::authorize(begun["authorization_url"].as_str().unwrap(), &redirect).await;
+    let state = query_param(&url, "state");
+    assert_eq!(state, begun["state"].as_str().unwrap(), "the provider returns the state");
+    (query_param(&url, "code"), state)
+}
+
+async fn spa_complete(browser: &mut Browser, provider: &str, code: &str, state: &str) -> (u16, Value) {
+    let (status, _, body) =
+        browser.post(&format!("/api/social/{provider}/"), json!({"code": code, "state": state}), true).await;
+    (status, body)
+}
+
+/// GraphQL's first half: `socialBegin` and the provider; (code, state).
+async fn graphql_code(social: &Social, gql: &Gql) -> (String, String) {
+    let redirect = social.spa_redirect();
+    let begun = gql
+        .anonymous(
+            "mutation($r: String!) { socialBegin(provider: \"example\", redirectUri: $r) { authorizationUrl state } }",
+            json!({"r": redirect}),
+        )
+        .await;
+    let begun = &begun["data"]["socialBegin"];
+    let url = social::authorize(begun["authorizationUrl"].as_str().unwrap(), &redirect).await;
+    (query_param(&url, "code"), begun["state"].as_str().unwrap().to_owned())
+}
+
+/// Sends every request of `requests` (method, path, JSON body) at once with the browser's
+/// cookies and CSRF token; their (status, body), in order.
+async fn burst(browser: &Browser, requests: Vec<(reqwest::Method, String, Option<Value>)>) -> Vec<(u16, Value)> {
+    let (cookie, csrf) = (browser.cookie_header(), browser.csrf());
+    join_all(requests.into_iter().map(|(method, path, body)| {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", browser.base))
+            .header("cookie", cookie.clone())
+            .header("x-csrftoken", csrf.clone());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or_default())
+        }
+    }))
+    .await
+}
+
+/// A refused sign-in's page names its reason.
+fn assert_refused_page(status: u16, page: &str, expected_status: u16, reason: &str) {
+    assert_eq!(status, expected_status, "{page}");
+    assert!(page.contains(&format!("<code id=\"reason\">{reason}</code>")), "{reason} not in {page}");
+}
+
+// === The flows ===
+
+#[tokio::test]
+async fn the_browser_flow_creates_the_user_logs_in_and_returns_to_next() {
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("alice-sub", "alice@example.com", true, "alice")).await;
+    let mut browser = social.browser();
+    let (status, location) = browser_sign_in(&social, &mut browser, "example", "/account?tab=1").await;
+    assert_eq!((status, location.as_str()), (302, "/account?tab=1"));
+    assert!(browser.set_cookie("sessionid").is_some_and(|c| c.contains("HttpOnly")), "{:?}", browser.set_cookies);
+    assert!(browser.set_cookie("social_state").is_some_and(|c| c.contains("Max-Age=0")), "the state cookie is spent");
+    let (status, user) = me(&mut browser).await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!((user["username"].as_str(), user["email"].as_str()), (Some("alice"), Some("alice@example.com")));
+    assert_eq!(user["emailVerified"], true, "the provider verified the address");
+
+    // Again, from another browser: the same user, no new one.
+    let users = social.users().await;
+    let mut again = social.browser();
+    let (status, _) = browser_sign_in(&social, &mut again, "example", "/").await;
+    assert_eq!(status, 302);
+    assert_eq!(me(&mut again).await.1["id"], user["id"]);
+    assert_eq!(social.users().await, users);
+
+    // A name taken locally: the next user gets another one.
+    social.providers.oidc_account(account("other-sub", "other@example.com", true, "alice")).await;
+    let mut third = social.browser();
+    browser_sign_in(&social, &mut third, "example", "/").await;
+    assert_eq!(me(&mut third).await.1["username"], "alice2");
+
+    // The identity is listed, over gRPC and REST.
+    let (_, _, listed) = browser.get("/api/identities/").await;
+    assert_eq!(listed[0]["provider"], "example", "{listed}");
+    assert_eq!(listed[0]["subject"], "alice-sub", "{listed}");
+}
+
+#[tokio::test]
+async fn the_single_page_app_flow_answers_like_api_login_and_graphql_like_token_auth() {
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("spa-sub", "spa@example.com", true, "spa")).await;
+    let mut browser = social.browser();
+    browser.get("/api/csrf").await;
+    let (code, state) = spa_code(&social, &mut browser, "example").await;
+    let (status, body) = spa_complete(&mut browser, "example", &code, &state).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["detail"], "success");
+    assert_eq!(body["user"]["username"], "spa");
+    assert!(browser.set_cookie("sessionid").is_some(), "the session is in the cookie");
+    assert_eq!(me(&mut browser).await.1["username"], "spa");
+
+    // Without X-CSRFToken: 403, nothing done.
+    let (code, state) = spa_code(&social, &mut browser, "example").await;
+    let (status, _, _) = browser.post("/api/social/example/", json!({"code": code, "state": state}), false).await;
+    assert_eq!(status, 403);
+
+    // GraphQL: socialBegin, the provider, socialAuth (tokenAuth's shape), whoami with the token.
+    let gql = social.stack.client();
+    let (code, state) = graphql_code(&social, &gql).await;
+    let body = gql
+        .anonymous(
+            "mutation($c: String!, $s: String!) { socialAuth(provider: \"example\", code: $c, state: $s) \
+             { token refreshToken payload user { username } } }",
+            json!({"c": code, "s": state}),
+        )
+        .await;
+    let auth = &body["data"]["socialAuth"];
+    assert_eq!(auth["user"]["username"], "spa", "{body}");
+    assert_eq!(auth["payload"]["username"], "spa", "{body}");
+    let whoami = gql.as_user(auth["token"].as_str().unwrap(), "{ whoami { username } }", json!({})).await;
+    assert_eq!(whoami["data"]["whoami"]["username"], "spa", "{whoami}");
+
+    // A redirect URI nobody configured is refused before anything is stored.
+    let (status, _, body) = browser.get("/api/social/example/?redirect_uri=https://evil.example/cb").await;
+    assert_eq!(status, 400, "{body}");
+    // An unknown provider: 404.
+    let (status, _, _) = browser.get("/api/social/nobody/").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn github_signs_in_with_its_verified_address_only() {
+    let social = social_stack(|_| {}).await;
+    social
+        .providers
+        .github_account(json!({"id": 4242, "login": "octocat", "name": "The Octocat", "emails": [
+            {"email": "octo-unverified@example.com", "primary": true, "verified": false, "visibility": "public"},
+            {"email": "octo@example.com", "primary": false, "verified": true, "visibility": "private"},
+        ]}))
+        .await;
+    let mut browser = social.browser();
+    let (status, location) = browser_sign_in(&social, &mut browser, "github", "/").await;
+    assert_eq!((status, location.as_str()), (302, "/"));
+    let (_, user) = me(&mut browser).await;
+    assert_eq!(user["username"], "octocat");
+    assert_eq!(user["email"], "octo@example.com", "GitHub's verified address, not its unverified primary");
+    assert_eq!(user["emailVerified"], true);
+
+    // Providers are listed for the buttons, over REST and gRPC.
+    let (_, _, listed) = browser.get("/api/social/").await;
+    assert_eq!(listed[0]["name"], "example");
+    assert_eq!(listed[0]["displayName"], "Example ID");
+    assert_eq!(listed[1]["kind"], "github");
+    assert_eq!(listed[1]["loginUrl"], "/auth/github/login");
+    let grpc = social.social().list_providers(pb::ListProvidersRequest {}).await.unwrap().into_inner();
+    assert_eq!(grpc.providers.len(), 2);
+}
+
+#[tokio::test]
+async fn a_verified_address_links_to_a_verified_local_account() {
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("boss-sub", "boss@example.com", true, "someone")).await;
+    let mut browser = social.browser();
+    let (status, _) = browser_sign_in(&social, &mut browser, "example", "/").await;
+    assert_eq!(status, 302);
+    let (_, user) = me(&mut browser).await;
+    assert_eq!(user["username"], "boss@example.com", "linked to the local account: {user}");
+    assert_eq!(user["role"], "manager");
+    assert_eq!(social.identities().await, 1);
+}
+
+// === Refusals, each its own test ===
+
+#[tokio::test]
+async fn a_wrong_or_missing_state_is_refused() {
+    let social = social_stack(|_| {}).await;
+    let mut browser = social.browser();
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    let code = query_param(&url, "code");
+    let base = social.callback("example");
+    // Another state than the browser's cookie (say, an attacker's sign-in): refused.
+    let (status, page) = callback(&mut browser, &format!("{base}?code={code}&state=someone-elses")).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_STATE_INVALID");
+    // No state at all: refused.
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    let code = query_param(&url, "code");
+    let (status, page) = callback(&mut browser, &format!("{base}?code={code}")).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_STATE_INVALID");
+    // The right state without the browser's cookie (another browser): refused.
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    let mut elsewhere = social.browser();
+    let (status, page) = callback(&mut elsewhere, &url).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_STATE_INVALID");
+    // Over REST and gRPC, a state that was never issued: refused.
+    browser.get("/api/csrf").await;
+    let (status, body) = spa_complete(&mut browser, "example", "a-code", "never-issued").await;
+    assert_eq!(status, 401, "{body}");
+    let refused = social
+        .social()
+        .complete_social_login(pb::CompleteSocialLoginRequest {
+            provider: "example".into(),
+            code: "a-code".into(),
+            state: String::new(),
+            redirect_uri: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(refused.get_details_error_info().unwrap().reason, "SOCIAL_STATE_INVALID");
+    assert_eq!(me(&mut browser).await.0, 401, "nobody is logged in");
+    assert_eq!(social.users().await, 1, "only the manager");
+}
+
+#[tokio::test]
+async fn a_replayed_code_logs_in_once_even_in_a_burst() {
+    let social = social_stack(|config| config.login_max_failures = 100).await;
+    let mut browser = social.browser();
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    let cookies = browser.cookie_header();
+    let first = callback(&mut browser, &url).await;
+    assert_eq!(first.0, 302, "{first:?}");
+    // The same callback again, from a browser without the state cookie: refused by the facade.
+    let (status, page) = callback(&mut social.browser(), &url).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_STATE_INVALID");
+    // With the state cookie put back: the identity service has spent the state.
+    let replay = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = replay.get(&url).header("cookie", &cookies).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let page = response.text().await.unwrap();
+    assert_refused_page(401, &page, 401, "SOCIAL_STATE_INVALID");
+
+    // One sign-in's state with eight codes the provider issued for it (its URL followed eight
+    // times), completed at once: exactly one session; the state, not the provider, decides.
+    let mut browser = social.browser();
+    browser.get("/api/csrf").await;
+    let redirect = social.spa_redirect();
+    let (_, _, begun) = browser.get(&format!("/api/social/example/?redirect_uri={redirect}")).await;
+    let authorization_url = begun["authorization_url"].as_str().unwrap().to_owned();
+    let state = begun["state"].as_str().unwrap().to_owned();
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(query_param(&social::authorize(&authorization_url, &redirect).await, "code"));
+    }
+    let requests = codes
+        .iter()
+        .map(|code| {
+            (reqwest::Method::POST, "/api/social/example/".to_owned(), Some(json!({"code": code, "state": state})))
+        })
+        .collect();
+    let answers: Vec<u16> = burst(&browser, requests).await.into_iter().map(|(status, _)| status).collect();
+    assert_eq!(answers.iter().filter(|&&status| status == 200).count(), 1, "{answers:?}");
+    assert!(answers.iter().all(|&status| status == 200 || status == 401), "{answers:?}");
+    assert_eq!(count(&social.stack.db.connect().await, "SELECT COUNT(*) FROM sessions").await, 2, "two sign-ins");
+}
+
+/// The provider spoils its next ID token by `mode`: the sign-in is refused with
+/// SOCIAL_TOKEN_INVALID, nobody is logged in and no user is made.
+async fn refused_id_token(mode: &str) {
+    let social = social_stack(|_| {}).await;
+    let mut browser = social.browser();
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    social.providers.tamper(mode).await;
+    let (status, page) = callback(&mut browser, &url).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_TOKEN_INVALID");
+    assert!(browser.set_cookie("sessionid").is_none(), "{mode}: no session");
+    assert_eq!(social.users().await, 1, "{mode}: no user made");
+    assert_eq!(social.identities().await, 0);
+    // The provider behaves again: the same browser signs in.
+    let (status, _) = browser_sign_in(&social, &mut browser, "example", "/").await;
+    assert_eq!(status, 302, "{mode}: a good sign-in after");
+}
+
+#[tokio::test]
+async fn an_id_token_with_a_wrong_nonce_is_refused() {
+    refused_id_token("nonce").await;
+}
+
+#[tokio::test]
+async fn an_id_token_for_another_audience_is_refused() {
+    refused_id_token("audience").await;
+}
+
+#[tokio::test]
+async fn an_id_token_from_another_issuer_is_refused() {
+    refused_id_token("issuer").await;
+}
+
+#[tokio::test]
+async fn an_unsigned_id_token_alg_none_is_refused() {
+    refused_id_token("none").await;
+}
+
+#[tokio::test]
+async fn an_expired_id_token_is_refused() {
+    refused_id_token("expired").await;
+}
+
+#[tokio::test]
+async fn an_id_token_with_a_bad_signature_is_refused() {
+    refused_id_token("signature").await;
+}
+
+#[tokio::test]
+async fn an_unverified_provider_address_never_reaches_a_local_account() {
+    let social = social_stack(|_| {}).await;
+    // A local account with the address, itself verified (the bootstrap manager's).
+    social.providers.oidc_account(account("attacker-sub", "boss@example.com", false, "boss")).await;
+    let mut browser = social.browser();
+    let (status, page) = browser_sign_in(&social, &mut browser, "example", "/").await;
+    assert_refused_page(status, &page, 400, "SOCIAL_EMAIL_IN_USE");
+    assert_eq!(me(&mut browser).await.0, 401, "not logged in as the manager");
+    assert_eq!(social.identities().await, 0, "nothing linked");
+
+    // A verified provider address, but the local account never verified it: no link either.
+    let mut users = social.stack.identity.users();
+    sign_up(&mut users, "carol").await;
+    social.providers.oidc_account(account("carol-sub", "carol@example.com", true, "carol")).await;
+    let (status, page) = browser_sign_in(&social, &mut browser, "example", "/").await;
+    assert_refused_page(status, &page, 400, "SOCIAL_EMAIL_IN_USE");
+    assert_eq!(social.identities().await, 0);
+
+    // Over GraphQL the reason travels in the extensions.
+    let gql = social.stack.client();
+    social.providers.oidc_account(account("attacker-sub", "boss@example.com", false, "boss")).await;
+    let (code, state) = graphql_code(&social, &gql).await;
+    let body = gql
+        .anonymous(
+            "mutation($c: String!, $s: String!) { socialAuth(provider: \"example\", code: $c, state: $s) { token } }",
+            json!({"c": code, "s": state}),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["reason"], "SOCIAL_EMAIL_IN_USE", "{body}");
+}
+
+#[tokio::test]
+async fn next_off_site_is_ignored() {
+    let social = social_stack(|_| {}).await;
+    for next in ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"] {
+        let mut browser = social.browser();
+        let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let (status, location) = browser_sign_in(&social, &mut browser, "example", &encoded).await;
+        assert_eq!((status, location.as_str()), (302, "/"), "{next}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_a_503_naming_it() {
+    let dead = free_address();
+    let social = social_stack(|_| {}).await;
+    // A second stack whose OpenID provider is nowhere.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("providers.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[provider]]\nname = \"gone\"\nkind = \"oidc\"\nissuer = \"http://{dead}\"\nclient_id = \"x\"\n\
+             client_secret = \"y\"\n"
+        ),
+    )
+    .unwrap();
+    let db = TestDb::new().await;
+    let mut config = config(&db);
+    config.providers_file = Some(file);
+    let stack = Stack::start_with(db, config, |_| {}).await;
+    let mut browser = Browser::new(&stack.facade);
+    browser.http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let (status, headers, page) =
+        browser.send_text(browser.http.get(format!("{}/auth/gone/login", browser.base))).await;
+    assert_refused_page(status, &page, 503, "PROVIDER_UNAVAILABLE");
+    assert!(headers.contains_key("retry-after"));
+    assert!(page.contains("the provider cannot be reached"), "{page}");
+    drop(social);
+}
+
+// === Linking and unlinking ===
+
+#[tokio::test]
+async fn an_identity_linked_to_someone_else_cannot_be_linked_again() {
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("alice-sub", "alice@example.com", true, "alice")).await;
+    let mut alice = social.browser();
+    browser_sign_in(&social, &mut alice, "example", "/").await;
+    // Bob, logged in with a password, tries to link the same account at the provider.
+    let mut users = social.stack.identity.users();
+    sign_up(&mut users, "bob").await;
+    let mut bob = social.browser();
+    bob.log_in("bob", PASSWORD).await;
+    let request = bob.http.get(format!("{}/auth/example/link?next=/linked", bob.base));
+    let (status, headers, _) = bob.send_text(request).await;
+    assert_eq!(status, 302);
+    let url = social::authorize(headers["location"].to_str().unwrap(), &social.callback("example")).await;
+    let (status, page) = callback(&mut bob, &url).await;
+    assert_refused_page(status, &page, 409, "IDENTITY_LINKED_ELSEWHERE");
+    assert_eq!(me(&mut bob).await.1["username"], "bob", "bob is still bob");
+
+    // Linking an account of his own works, and returns to `next`.
+    social.providers.oidc_account(account("bob-sub", "bob-elsewhere@example.com", false, "bobby")).await;
+    let request = bob.http.get(format!("{}/auth/example/link?next=/linked", bob.base));
+    let (_, headers, _) = bob.send_text(request).await;
+    let url = social::authorize(headers["location"].to_str().unwrap(), &social.callback("example")).await;
+    let (status, location) = callback(&mut bob, &url).await;
+    assert_eq!((status, location.as_str()), (302, "/linked"));
+    let (_, _, listed) = bob.get("/api/identities/").await;
+    assert_eq!(listed[0]["subject"], "bob-sub", "{listed}");
+
+    // Linking needs a login.
+    let mut anonymous = social.browser();
+    let request = anonymous.http.get(format!("{}/auth/example/link", anonymous.base));
+    let (status, _, page) = anonymous.send_text(request).await;
+    assert_eq!(status, 401, "{page}");
+}
+
+#[tokio::test]
+async fn the_last_way_to_log_in_cannot_be_unlinked_even_in_a_burst() {
+    let social = social_stack(|_| {}).await;
+    // A user made by the provider (no password), who then links GitHub too.
+    social.providers.oidc_account(account("dana-sub", "dana@example.com", true, "dana")).await;
+    let mut dana = social.browser();
+    browser_sign_in(&social, &mut dana, "example", "/").await;
+    social
+        .providers
+        .github_account(json!({"id": 77, "login": "dana-gh", "name": "Dana", "emails": [
+            {"email": "dana@example.com", "primary": true, "verified": true, "visibility": "public"}]}))
+        .await;
+    let request = dana.http.get(format!("{}/auth/github/link", dana.base));
+    let (_, headers, _) = dana.send_text(request).await;
+    let url = social::authorize(headers["location"].to_str().unwrap(), &social.callback("github")).await;
+    assert_eq!(callback(&mut dana, &url).await.0, 302);
+    let (_, _, listed) = dana.get("/api/identities/").await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    // No password: the password login knows nothing of her.
+    let gql = social.stack.client();
+    let refused =
+        gql.anonymous("mutation { tokenAuth(username: \"dana\", password: \"\") { token } }", json!({})).await;
+    assert!(refused["errors"].is_array(), "{refused}");
+
+    // Both identities unlinked at once, four times each: one goes, the other stays.
+    let requests = (0..8)
+        .map(|i| {
+            let path = if i % 2 == 0 { "example/dana-sub" } else { "github/77" };
+            (reqwest::Method::DELETE, format!("/api/identities/{path}/"), None)
+        })
+        .collect();
+    let answers = burst(&dana, requests).await;
+    let unlinked = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(unlinked, 1, "{answers:?}");
+    assert_eq!(social.identities().await, 1, "one way in is left");
+    let refusal = answers.iter().find(|(status, _)| *status == 400).expect("a refusal");
+    assert!(refusal.1["detail"].as_str().unwrap().contains("last way to log in"), "{refusal:?}");
+    // The one left still logs her in.
+    let (_, _, listed) = dana.get("/api/identities/").await;
+    let left = listed[0]["provider"].as_str().unwrap().to_owned();
+    let mut again = social.browser();
+    let (status, _) = browser_sign_in(&social, &mut again, &left, "/").await;
+    assert_eq!(status, 302);
+    assert_eq!(me(&mut again).await.1["username"], "dana");
+
+    // A user with a password may unlink their only identity.
+    let mut users = social.stack.identity.users();
+    sign_up(&mut users, "erin").await;
+    let mut erin = social.browser();
+    erin.log_in("erin", PASSWORD).await;
+    social.providers.oidc_account(account("erin-sub", "erin-x@example.com", false, "erin")).await;
+    let request = erin.http.get(format!("{}/auth/example/link", erin.base));
+    let (_, headers, _) = erin.send_text(request).await;
+    let url = social::authorize(headers["location"].to_str().unwrap(), &social.callback("example")).await;
+    assert_eq!(callback(&mut erin, &url).await.0, 302);
+    let body = erin.graphql("mutation { unlinkIdentity(provider: \"example\", subject: \"erin-sub\") }", true).await.1;
+    assert_eq!(body["data"]["unlinkIdentity"], true, "{body}");
+}
+
+#[tokio::test]
+async fn failed_completions_are_throttled_per_client_in_a_burst() {
+    let social = social_stack(|config| {
+        config.login_max_failures = 3;
+        config.login_lockout = secs(60);
+    })
+    .await;
+    let mut browser = social.browser();
+    browser.get("/api/csrf").await;
+    let requests = (0..20)
+        .map(|i| {
+            let body = json!({"code": "guess", "state": format!("forged-{i}")});
+            (reqwest::Method::POST, "/api/social/example/".to_owned(), Some(body))
+        })
+        .collect();
+    let answers: Vec<u16> = burst(&browser, requests).await.into_iter().map(|(status, _)| status).collect();
+    let evaluated = answers.iter().filter(|&&status| status == 401).count();
+    let throttled = answers.iter().filter(|&&status| status == 429).count();
+    assert!(evaluated <= 3, "at most the budget is evaluated: {answers:?}");
+    assert_eq!(evaluated + throttled, 20, "{answers:?}");
+    // The client stays throttled, even with a good code.
+    let (code, state) = spa_code(&social, &mut browser, "example").await;
+    let (status, _) = spa_complete(&mut browser, "example", &code, &state).await;
+    assert_eq!(status, 429);
+}
+
+#[tokio::test]
+async fn a_provider_user_sets_a_password_through_the_reset_flow() {
+    let smtp = SmtpServer::start().await;
+    let social = social_stack(|config| {
+        config.smtp_url = Some(Secret::new(smtp.url()));
+        config.mail_retry_max = millis(200);
+    })
+    .await;
+    social.providers.oidc_account(account("fay-sub", "fay@example.com", true, "fay")).await;
+    let mut browser = social.browser();
+    browser_sign_in(&social, &mut browser, "example", "/").await;
+    let (status, _, _) = browser.post("/api/password/reset/", json!({"email": "fay@example.com"}), true).await;
+    assert_eq!(status, 200);
+    let mail = smtp.wait_for_all("fay@example.com", Some("Reset your password"), 1, Duration::from_secs(30)).await;
+    let link = mail[0].link(&format!("{}/account/reset-password?uid=", social.stack.facade.base()));
+    let (uid, token) = (query_param(&link, "uid"), query_param(&link, "token"));
+    let body = json!({"uid": uid, "token": token, "new_password1": "fay's new passphrase", "new_password2": "fay's new passphrase"});
+    let (status, _, answer) = browser.post("/api/password/reset/confirm/", body, true).await;
+    assert_eq!(status, 200, "{answer}");
+    let gql = social.stack.client();
+    let (token, _) = gql.token_auth("fay", "fay's new passphrase").await;
+    assert!(!token.is_empty());
+}
+
+// === In a browser ===
+
+#[tokio::test]
+async fn chromium_signs_in_from_the_account_pages_button() {
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("gina-sub", "gina@example.com", true, "gina")).await;
+    let node = std::env::var("E2E_NODE").unwrap_or_else(|_| "node".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/node/social.mjs");
+    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e-screenshots");
+    std::fs::create_dir_all(shots).unwrap();
+    let base = social.stack.facade.base();
+    let output = tokio::process::Command::new(node)
+        .args([script, base.as_str(), "example", "gina", shots])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "node failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["whoami"], "gina", "{report}");
+}
