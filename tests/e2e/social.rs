@@ -18,6 +18,8 @@ use tonic_types::StatusExt;
 struct Social {
     stack: Stack,
     providers: Providers,
+    /// Between the identity service and GitHub's token endpoint and API.
+    github_link: Proxy,
     /// Kept alive: the providers file and its secret.
     _dir: tempfile::TempDir,
 }
@@ -61,8 +63,10 @@ async fn social_stack(change: impl FnOnce(&mut identity_service::Config)) -> Soc
     let spa = format!("{base}/spa/callback");
     let redirects = [format!("{base}/auth/example/callback"), format!("{base}/auth/github/callback"), spa.clone()];
     let providers = Providers::start(&redirects).await;
+    let github_link = Proxy::start(providers.github.trim_start_matches("http://").to_owned()).await;
     let dir = tempfile::tempdir().unwrap();
-    let file = providers.write_file(dir.path(), &spa);
+    let backchannel = github_link.url_through(&providers.github);
+    let file = providers.write_file(dir.path(), &spa, backchannel.trim_end_matches('/'));
     let db = TestDb::new().await;
     let mut config = config(&db);
     config.public_url = Some(base);
@@ -71,7 +75,7 @@ async fn social_stack(change: impl FnOnce(&mut identity_service::Config)) -> Soc
     change(&mut config);
     let identity = Service::start(config).await;
     let facade = Facade::start_on(facade_config(&identity), listener);
-    Social { stack: Stack { facade, identity, db }, providers, _dir: dir }
+    Social { stack: Stack { facade, identity, db }, providers, github_link, _dir: dir }
 }
 
 fn account(sub: &str, email: &str, verified: bool, username: &str) -> Value {
@@ -491,6 +495,20 @@ async fn an_unreachable_provider_is_a_503_naming_it() {
     assert!(headers.contains_key("retry-after"));
     assert!(page.contains("the provider cannot be reached"), "{page}");
     drop(social);
+}
+
+#[tokio::test]
+async fn a_provider_that_stops_answering_is_a_503_and_sign_ins_resume_when_it_is_back() {
+    let social = social_stack(|_| {}).await;
+    let mut browser = social.browser();
+    social.github_link.cut();
+    let (status, page) = browser_sign_in(&social, &mut browser, "github", "/").await;
+    assert_refused_page(status, &page, 503, "PROVIDER_UNAVAILABLE");
+    assert_eq!(me(&mut browser).await.0, 401);
+    social.github_link.restore();
+    let (status, location) = browser_sign_in(&social, &mut browser, "github", "/").await;
+    assert_eq!((status, location.as_str()), (302, "/"), "no restart needed");
+    assert_eq!(me(&mut browser).await.1["username"], "octocat");
 }
 
 // === Linking and unlinking ===

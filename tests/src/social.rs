@@ -82,8 +82,10 @@ impl Providers {
     }
 
     /// A providers file in `dir` naming both: `example` (OpenID Connect) and `github`, each
-    /// also accepting `extra_redirect` (a single-page app's).
-    pub fn write_file(&self, dir: &std::path::Path, extra_redirect: &str) -> PathBuf {
+    /// also accepting `extra_redirect` (a single-page app's). The service reaches GitHub's
+    /// token endpoint and API at `github_backchannel` (this server, or a proxy in front of it);
+    /// browsers its authorization page directly.
+    pub fn write_file(&self, dir: &std::path::Path, extra_redirect: &str, github_backchannel: &str) -> PathBuf {
         let path = dir.join("providers.toml");
         let secret = dir.join("example.secret");
         std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
@@ -106,8 +108,8 @@ kind = "github"
 client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
 authorize_url = "{github}/login/oauth/authorize"
-token_url = "{github}/login/oauth/access_token"
-api_url = "{github}/api"
+token_url = "{github_backchannel}/login/oauth/access_token"
+api_url = "{github_backchannel}/api"
 redirect_uris = ["{extra_redirect}"]
 "#,
             issuer = self.issuer,
