@@ -458,6 +458,28 @@ async fn an_unverified_provider_address_never_reaches_a_local_account() {
 }
 
 #[tokio::test]
+async fn an_unverified_address_nobody_has_makes_no_account() {
+    // Anyone may claim an address at a careless provider: an account made with it would go to
+    // whoever owns the address (a password reset) with the claimant's provider still linked.
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("claimant-sub", "victim@example.com", false, "victim")).await;
+    let mut browser = social.browser();
+    let (status, page) = browser_sign_in(&social, &mut browser, "example", "/").await;
+    assert_refused_page(status, &page, 400, "SOCIAL_EMAIL_REQUIRED");
+    assert_eq!(social.users().await, 1, "only the manager");
+    assert_eq!(social.identities().await, 0);
+    // GitHub with no verified address at all: the same.
+    social
+        .providers
+        .github_account(json!({"id": 9, "login": "nobody", "name": "No Body", "emails": [
+            {"email": "nobody@example.com", "primary": true, "verified": false, "visibility": "public"}]}))
+        .await;
+    let (status, page) = browser_sign_in(&social, &mut browser, "github", "/").await;
+    assert_refused_page(status, &page, 400, "SOCIAL_EMAIL_REQUIRED");
+    assert_eq!(social.users().await, 1);
+}
+
+#[tokio::test]
 async fn next_off_site_is_ignored() {
     let social = social_stack(|_| {}).await;
     for next in ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"] {

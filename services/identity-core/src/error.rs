@@ -59,7 +59,7 @@ pub enum SocialError {
     /// A local account has the provider's address, and the addresses are not both verified:
     /// no automatic link. Log in to that account and link the provider from there.
     EmailInUse,
-    /// The provider shared no email address.
+    /// The provider shared no email address it verified (a new account needs one).
     EmailRequired,
     /// This identity at the provider belongs to another user.
     LinkedElsewhere,
@@ -92,7 +92,7 @@ impl SocialError {
             SocialError::EmailInUse => {
                 "an account already uses this email address; log in to it and link the provider from there"
             }
-            SocialError::EmailRequired => "the provider did not share an email address",
+            SocialError::EmailRequired => "the provider did not share an email address it verified",
             SocialError::LinkedElsewhere => "this account at the provider is linked to another user",
             SocialError::LastLoginMethod => {
                 "this is the last way to log in; set a password or link another provider first"

@@ -11,8 +11,9 @@
 //!   says the address is verified **and** the local account verified it: otherwise anyone who
 //!   registers the victim's address at a careless provider would own the account. Refused,
 //!   the user logs in and links the provider explicitly (`begin_social` with `link`). Any
-//!   other unknown identity creates a user (a unique username derived from the profile, no
-//!   password: the reset flow sets one).
+//!   other unknown identity with an address the provider verified creates a user (a unique
+//!   username derived from the profile, no password: the reset flow sets one); an unverified
+//!   one creates nothing (its owner could reset the password and inherit the link).
 //! - Unlinking the last way to log in (no password, one identity) is refused, atomically.
 
 mod config;
@@ -32,7 +33,6 @@ use crate::{
     Identity, clock,
     entities::{credentials, external_identities, users},
     error::{CoreError, CoreResult, DeadReason, SocialError},
-    mail::{MailKind, outbox::Queued},
     sessions::{ClientInfo, LoginOutcome},
     settings::EmailVerification,
     store, throttle, tokens,
@@ -385,15 +385,21 @@ impl Identity {
             tracing::info!(%provider, user_id = %local.id, "identity linked by its verified address");
             return Ok(Step::Done((local, false)));
         }
+        // A new account takes only an address the provider vouches for: one it did not verify
+        // may be someone else's, who would later reset the password and find the provider's
+        // account still linked to theirs (a pre-account takeover).
+        if !profile.email_verified {
+            tracing::info!(%provider, "social login refused: the provider's address is not verified");
+            return Err(refused(SocialError::EmailRequired));
+        }
         Ok(match self.create_social_user(provider, profile, &email).await? {
             Some(user) => Step::Done((user, true)),
             None => Step::Again,
         })
     }
 
-    /// A new user for the identity, in one transaction with it (and, for an address the
-    /// provider did not verify, a verification link). `None` if a unique key was taken
-    /// meanwhile.
+    /// A new user for the identity, in one transaction with it; the address is the provider's,
+    /// verified by it. `None` if a unique key was taken meanwhile.
     async fn create_social_user(
         &self,
         provider: &str,
@@ -413,7 +419,7 @@ impl Identity {
             date_joined: now,
             last_login: None,
             updated_at: now,
-            email_verified: profile.email_verified,
+            email_verified: true,
         };
         let (unusable, _) = tokens::generate();
         let txn = self.db().begin().await?;
@@ -432,15 +438,7 @@ impl Identity {
         if !insert_identity(&txn, &row.id, provider, profile).await? {
             return Ok(None);
         }
-        if !row.email_verified {
-            let message =
-                Queued { kind: MailKind::Verify, user_id: Some(&row.id), recipient: &row.email, new_email: None };
-            self.queue_mail(&txn, message).await?;
-        }
         txn.commit().await?;
-        if !row.email_verified {
-            self.wake_sender();
-        }
         tracing::info!(%provider, user_id = %row.id, "user created by a social login");
         Ok(Some(row))
     }
