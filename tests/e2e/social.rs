@@ -657,6 +657,52 @@ async fn failed_completions_are_throttled_per_client_in_a_burst() {
 }
 
 #[tokio::test]
+async fn a_reset_proving_the_address_drops_the_providers_a_squatter_linked() {
+    // A squatter signs up with the victim's address (unverified) and links a provider account
+    // of theirs; the victim resets the password through the mailed link.
+    let smtp = SmtpServer::start().await;
+    let social = social_stack(|config| {
+        config.smtp_url = Some(Secret::new(smtp.url()));
+        config.mail_retry_max = millis(200);
+    })
+    .await;
+    let mut users = social.stack.identity.users();
+    users
+        .create_user(pb::CreateUserRequest {
+            username: "squatter".into(),
+            email: "victim@example.com".into(),
+            password: PASSWORD.into(),
+            role: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut squatter = social.browser();
+    squatter.log_in("squatter", PASSWORD).await;
+    social.providers.oidc_account(account("squatter-sub", "squatter@example.com", true, "sq")).await;
+    let request = squatter.http.get(format!("{}/auth/example/link", squatter.base));
+    let (_, headers, _) = squatter.send_text(request).await;
+    let url = social::authorize(headers["location"].to_str().unwrap(), &social.callback("example")).await;
+    assert_eq!(callback(&mut squatter, &url).await.0, 302);
+    assert_eq!(social.identities().await, 1);
+
+    let mut victim = social.browser();
+    victim.get("/api/csrf").await;
+    victim.post("/api/password/reset/", json!({"email": "victim@example.com"}), true).await;
+    let mail = smtp.wait_for_all("victim@example.com", Some("Reset your password"), 1, Duration::from_secs(30)).await;
+    let link = mail[0].link(&format!("{}/account/reset-password?uid=", social.stack.facade.base()));
+    let new = "the victim's own passphrase";
+    let body = json!({"uid": query_param(&link, "uid"), "token": query_param(&link, "token"),
+        "new_password1": new, "new_password2": new});
+    let (status, _, answer) = victim.post("/api/password/reset/confirm/", body, true).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(social.identities().await, 0, "the squatter's provider account is no way in any more");
+    let mut again = social.browser();
+    let (status, _) = browser_sign_in(&social, &mut again, "example", "/").await;
+    assert_eq!(status, 302);
+    assert_ne!(me(&mut again).await.1["username"], "squatter", "a new account of the squatter's own, not the victim's");
+}
+
+#[tokio::test]
 async fn a_provider_user_sets_a_password_through_the_reset_flow() {
     let smtp = SmtpServer::start().await;
     let social = social_stack(|config| {

@@ -208,7 +208,8 @@ impl Identity {
 
     /// Sets a new password with a reset link (once), while the account is active and still has
     /// the address the link was sent to: voids every other link, marks the address verified
-    /// (the link proved it), and revokes every session of the user — all in one transaction.
+    /// (the link proved it), unlinks the provider accounts linked while it was not, and
+    /// revokes every session of the user — all in one transaction.
     /// `user_id`, when given (dj-rest-auth's `uid`), must name the link's user. Returns the
     /// user and how many sessions were revoked.
     pub async fn reset_password(&self, token: &str, new_password: &str, user_id: &str) -> CoreResult<(User, u32)> {
@@ -240,6 +241,18 @@ impl Identity {
         let values: [Value; 3] = [link.user_id.clone().into(), hash.into(), clock::now().into()];
         txn.execute_raw(Statement::from_sql_and_values(txn.get_database_backend(), set_password, values)).await?;
         delete_links(&txn, &link.user_id).await?;
+        // Before this link nobody had proven the address: whoever held the account then (a
+        // squatter who signed up with it) may have linked a provider account of theirs. The
+        // address's owner takes the account without them.
+        if !user.email_verified {
+            let unlink = "DELETE FROM external_identities WHERE user_id = $1";
+            let values: [Value; 1] = [link.user_id.clone().into()];
+            let dropped =
+                txn.execute_raw(Statement::from_sql_and_values(txn.get_database_backend(), unlink, values)).await?;
+            if dropped.rows_affected() > 0 {
+                tracing::info!(user_id = %link.user_id, unlinked = dropped.rows_affected(), "identities unlinked: linked before the address was proven");
+            }
+        }
         mark_verified(&txn, &link.user_id, &link.email).await?;
         let revoked = revoke_sessions_in(&txn, &link.user_id, RevokeReason::PasswordChanged, None).await?;
         txn.commit().await?;
