@@ -26,8 +26,9 @@ use crate::{
 
 pub const CSRF_COOKIE: &str = "csrftoken";
 pub const CSRF_HEADER: &str = "x-csrftoken";
-/// The `state` of a provider sign-in begun by this browser (`/auth/{provider}/login`).
-pub const SOCIAL_STATE_COOKIE: &str = "social_state";
+/// The binding of a provider sign-in begun by this browser: HttpOnly, sent only to where the
+/// sign-in completes (`/auth/{provider}/callback`, `/api/social/{provider}/` or `/graphql`).
+pub const SOCIAL_BINDING_COOKIE: &str = "social_binding";
 /// As long as a sign-in may take at the provider (the identity service's limit too).
 const SOCIAL_STATE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 /// Django's CSRF cookie age: a year.
@@ -93,24 +94,27 @@ impl Cookies {
         Ok(token)
     }
 
-    /// Keeps a well-formed CSRF cookie the client already has; sets one otherwise. The token
-    /// the client now holds.
-    /// Binds a provider sign-in to this browser: its `state`, HttpOnly, sent only to the
-    /// provider's callback. SameSite=Lax: the provider's redirect back is a top-level GET.
-    pub async fn set_social_state(&self, jar: &CookieJar, provider: &str, state: &str) -> Result<(), ApiError> {
-        let mut cookie = Self::build(SOCIAL_STATE_COOKIE, state, SOCIAL_STATE_MAX_AGE, true, self.secure().await?);
-        cookie.set_path(format!("/auth/{provider}/callback"));
+    /// Binds a provider sign-in to this browser: its binding, HttpOnly, sent only to `path`,
+    /// where the sign-in completes. SameSite=Lax: the provider's redirect back to the callback
+    /// is a top-level GET.
+    pub async fn set_social_binding(&self, jar: &CookieJar, path: &str, binding: &str) -> Result<(), ApiError> {
+        let mut cookie = Self::build(SOCIAL_BINDING_COOKIE, binding, SOCIAL_STATE_MAX_AGE, true, self.secure().await?);
+        cookie.set_path(path);
         jar.add(cookie);
         Ok(())
     }
 
-    pub fn clear_social_state(&self, jar: &CookieJar, provider: &str) {
+    /// Removes the binding cookie of `path`: the sign-in is over for this browser. Read the
+    /// binding first (`social_binding`): the jar answers with the removal once it holds it.
+    pub fn clear_social_binding(&self, jar: &CookieJar, path: &str) {
         let secure = self.decided.get().copied().unwrap_or(false);
-        let mut cookie = Self::build(SOCIAL_STATE_COOKIE, "", Duration::ZERO, true, secure);
-        cookie.set_path(format!("/auth/{provider}/callback"));
+        let mut cookie = Self::build(SOCIAL_BINDING_COOKIE, "", Duration::ZERO, true, secure);
+        cookie.set_path(path);
         jar.add(cookie);
     }
 
+    /// Keeps a well-formed CSRF cookie the client already has; sets one otherwise. The token
+    /// the client now holds.
     pub async fn ensure_csrf(&self, jar: &CookieJar) -> Result<String, ApiError> {
         match jar.get(CSRF_COOKIE).map(|cookie| cookie.value_str().to_owned()) {
             Some(token) if well_formed(&token) => Ok(token),
@@ -170,15 +174,13 @@ fn double_submit(jar: &CookieJar, header: Option<&str>) -> Result<(), CsrfFailur
     if bool::from(header.as_bytes().ct_eq(cookie.as_bytes())) { Ok(()) } else { Err(CsrfFailure::TokenIncorrect) }
 }
 
-/// The browser side of a request: its cookie jar, the cookie writer, and the CSRF verdict.
-/// Whether the `state` a provider sent back is the one this browser's sign-in began with
-/// (compared in constant time).
-pub fn social_state_matches(jar: &CookieJar, state: &str) -> bool {
-    let Some(cookie) = jar.get(SOCIAL_STATE_COOKIE) else { return false };
-    let bound = cookie.value_str();
-    !bound.is_empty() && bool::from(bound.as_bytes().ct_eq(state.as_bytes()))
+/// The binding of the provider sign-in this browser began, as its cookie holds it (empty if
+/// none). The identity service compares it, by a hash of it and the state together.
+pub fn social_binding(jar: &CookieJar) -> String {
+    jar.get(SOCIAL_BINDING_COOKIE).map(|cookie| cookie.value_str().to_owned()).unwrap_or_default()
 }
 
+/// The browser side of a request: its cookie jar, the cookie writer, and the CSRF verdict.
 #[derive(Clone)]
 pub struct BrowserContext {
     pub jar: CookieJar,

@@ -1,12 +1,14 @@
 //! The browser's redirect flow of a provider sign-in:
 //!
-//! - `GET /auth/{provider}/login?next=/path` begins a sign-in, binds its `state` to the
-//!   browser (an HttpOnly cookie sent only to the callback) and redirects to the provider;
+//! - `GET /auth/{provider}/login?next=/path` begins a sign-in, binds it to the browser (its
+//!   binding in an HttpOnly cookie sent only to the callback) and redirects to the provider;
 //! - `GET /auth/{provider}/link?next=/path` does the same for a logged-in user, to add the
 //!   provider to their account;
-//! - `GET /auth/{provider}/callback?code&state` checks the `state` against the cookie, has the
-//!   identity service complete the sign-in, sets the session cookie (or links) and redirects
-//!   to `next` (a path on this origin; anything else was replaced by `/` when it began).
+//! - `GET /auth/{provider}/callback?code&state` has the identity service complete the sign-in
+//!   of the `state` and the cookie's binding (a code and state from another browser complete
+//!   nothing here), sets the session cookie (or links) and redirects to `next` (a path on this
+//!   origin; anything else was replaced by `/` when it began). Sign-ins begun over REST or
+//!   GraphQL with this callback as their redirect URI complete here too.
 //!
 //! A refusal is a small page naming the reason (`SOCIAL_STATE_INVALID`, ...), with the status
 //! of the error table.
@@ -21,7 +23,7 @@ use poem::{
 use serde::Deserialize;
 
 use crate::{
-    browser::social_state_matches,
+    browser::social_binding,
     context::{CsrfRule, RequestContext},
     error::{ApiError, ErrorKind},
     social::{self, Completed},
@@ -77,9 +79,8 @@ async fn begin(
     if for_link {
         context.principal().map_err(|_| social::needs_login())?;
     }
-    let begun = social::begin(&context, provider.clone(), String::new(), next, for_link).await?;
-    let browser = context.browser.as_ref().ok_or_else(ApiError::internal)?;
-    browser.cookies.set_social_state(&browser.jar, &provider, &begun.state).await?;
+    let path = social::callback_path(&provider);
+    let begun = social::begin_in_browser(&context, provider, String::new(), next, for_link, &path).await?;
     Ok(redirect(&begun.authorization_url))
 }
 
@@ -98,17 +99,19 @@ pub async fn callback(
             Err(error) => return refusal(&error),
         };
     let Some(browser) = context.browser.as_ref() else { return refusal(&ApiError::internal()) };
-    let bound = social_state_matches(&browser.jar, &query.state);
-    // Whatever happens next, this sign-in is over for the browser.
-    browser.cookies.clear_social_state(&browser.jar, &provider);
+    let path = social::callback_path(&provider);
+    let bound = !social_binding(&browser.jar).is_empty();
     if let Some(error) = query.error {
+        // The provider said no: this sign-in is over for the browser.
+        browser.cookies.clear_social_binding(&browser.jar, &path);
         let error: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
         return refusal(&ApiError {
             reason: Some("SOCIAL_DENIED".into()),
             ..ApiError::new(ErrorKind::Unauthenticated, format!("the provider did not sign you in ({error})"))
         });
     }
-    // Login CSRF: a code and state another browser obtained do not log this one in.
+    // Login CSRF: a code and state another browser obtained do not log this one in (without
+    // this browser's binding the identity service finds no sign-in either).
     if query.state.is_empty() || !bound {
         tracing::info!(%provider, "social login refused: the state is not this browser's");
         return refusal(&ApiError {
@@ -120,7 +123,7 @@ pub async fn callback(
         });
     }
     let completed =
-        social::complete_in_browser(&context, browser, provider, query.code, query.state, String::new()).await;
+        social::complete_in_browser(&context, browser, provider, query.code, query.state, (String::new(), &path)).await;
     match completed {
         Ok(Completed::LoggedIn { next, .. } | Completed::Linked { next, .. }) => redirect(&next),
         Err(error) => refusal(&error),

@@ -127,7 +127,7 @@ async fn get_user(users: &mut Users, access_token: &str, id: &str) -> pb::User {
 }
 
 /// An `UpdateUser` of the user `id` setting the fields of `user` named in `paths`.
-fn update_request(id: &str, user: pb::User, paths: &[&str]) -> pb::UpdateUserRequest {
+pub(crate) fn update_request(id: &str, user: pb::User, paths: &[&str]) -> pb::UpdateUserRequest {
     pb::UpdateUserRequest {
         user: Some(pb::User { id: id.into(), ..user }),
         update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|path| path.to_string()).collect() }),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{social::Providers, *};
+use e2e::{smtp::outbox, social::Providers, *};
 use futures::future::join_all;
 use identity_core::Secret;
 use identity_proto::pb::{self, social_service_client::SocialServiceClient};
@@ -53,11 +53,58 @@ impl Social {
     async fn identities(&self) -> i64 {
         count(&self.stack.db.connect().await, "SELECT COUNT(*) FROM external_identities").await
     }
+
+    /// A user signed up with a password (`{name}@example.com`), who then verified the address
+    /// with the link the service wrote to its outbox.
+    async fn verified_user(&self, name: &str) -> pb::User {
+        let user = sign_up(&mut self.stack.identity.users(), name).await;
+        self.verify(&format!("{name}@example.com")).await;
+        user
+    }
+
+    /// The message with `subject` written to `address` (the service has no SMTP server: its
+    /// outbox directory), once it is there.
+    async fn mail(&self, address: &str, subject: &str) -> e2e::smtp::Mail {
+        let dir = self.stack.db.outbox_dir();
+        eventually(Duration::from_secs(30), || {
+            let dir = dir.clone();
+            async move { outbox(&dir).into_iter().find(|mail| mail.to == [address] && mail.subject == subject) }
+        })
+        .await
+    }
+
+    /// Follows the verification link written to `address`.
+    async fn verify(&self, address: &str) {
+        let mail = self.mail(address, crate::email::VERIFY).await;
+        let key = crate::email::verify_key(&mail, &self.stack.facade.base());
+        let request = pb::VerifyEmailRequest { token: key };
+        self.stack.identity.accounts().verify_email(request).await.unwrap();
+    }
+
+    /// Links the provider account the provider signs in next to `browser`'s user, over the
+    /// browser flow; the callback's (status, Location or page).
+    async fn link(&self, browser: &mut Browser, provider: &str) -> (u16, String) {
+        let request = browser.http.get(format!("{}/auth/{provider}/link", browser.base));
+        let (status, headers, page) = browser.send_text(request).await;
+        if status != 302 {
+            return (status, page);
+        }
+        let url = social::authorize(headers["location"].to_str().unwrap(), &self.callback(provider)).await;
+        callback(browser, &url).await
+    }
 }
 
 /// A fresh stack whose providers file names `example` (OpenID) and `github`, with a manager
 /// `boss@example.com` (the bootstrap manager's address counts as verified).
 async fn social_stack(change: impl FnOnce(&mut identity_service::Config)) -> Social {
+    social_stack_with(change, |_| {}).await
+}
+
+/// `social_stack`, the facade's configuration changed by `change_facade` too.
+async fn social_stack_with(
+    change: impl FnOnce(&mut identity_service::Config),
+    change_facade: impl FnOnce(&mut graphql_facade::Config),
+) -> Social {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let spa = format!("{base}/spa/callback");
@@ -74,7 +121,9 @@ async fn social_stack(change: impl FnOnce(&mut identity_service::Config)) -> Soc
     config.bootstrap_manager = Some(Secret::new(format!("boss@example.com:{PASSWORD}")));
     change(&mut config);
     let identity = Service::start(config).await;
-    let facade = Facade::start_on(facade_config(&identity), listener);
+    let mut facade_config = facade_config(&identity);
+    change_facade(&mut facade_config);
+    let facade = Facade::start_on(facade_config, listener);
     Social { stack: Stack { facade, identity, db }, providers, github_link, _dir: dir }
 }
 
@@ -88,7 +137,7 @@ async fn to_callback(social: &Social, browser: &mut Browser, provider: &str, nex
     let request = browser.http.get(format!("{}/auth/{provider}/login?next={next}", browser.base));
     let (status, headers, body) = browser.send_text(request).await;
     assert_eq!(status, 302, "{body}");
-    let cookie = browser.set_cookie("social_state").expect("the state is bound to the browser").to_owned();
+    let cookie = browser.set_cookie("social_binding").expect("the sign-in is bound to the browser").to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.contains(&format!("Path=/auth/{provider}/callback")), "{cookie}");
     let location = headers["location"].to_str().unwrap().to_owned();
     social::authorize(&location, &social.callback(provider)).await
@@ -133,19 +182,24 @@ async fn spa_complete(browser: &mut Browser, provider: &str, code: &str, state: 
     (status, body)
 }
 
-/// GraphQL's first half: `socialBegin` and the provider; (code, state).
-async fn graphql_code(social: &Social, gql: &Gql) -> (String, String) {
+/// GraphQL's first half: `socialBegin` and the provider; (code, state, binding).
+async fn graphql_code(social: &Social, gql: &Gql) -> (String, String, String) {
     let redirect = social.spa_redirect();
     let begun = gql
         .anonymous(
-            "mutation($r: String!) { socialBegin(provider: \"example\", redirectUri: $r) { authorizationUrl state } }",
+            "mutation($r: String!) { socialBegin(provider: \"example\", redirectUri: $r) \
+             { authorizationUrl state binding } }",
             json!({"r": redirect}),
         )
         .await;
     let begun = &begun["data"]["socialBegin"];
     let url = social::authorize(begun["authorizationUrl"].as_str().unwrap(), &redirect).await;
-    (query_param(&url, "code"), begun["state"].as_str().unwrap().to_owned())
+    let field = |name: &str| begun[name].as_str().unwrap().to_owned();
+    (query_param(&url, "code"), field("state"), field("binding"))
 }
+
+const SOCIAL_AUTH: &str = "mutation($c: String!, $s: String!, $b: String!) \
+    { socialAuth(provider: \"example\", code: $c, state: $s, binding: $b) { token refreshToken payload user { username } } }";
 
 /// Sends every request of `requests` (method, path, JSON body) at once with the browser's
 /// cookies and CSRF token; their (status, body), in order.
@@ -184,7 +238,7 @@ async fn the_browser_flow_creates_the_user_logs_in_and_returns_to_next() {
     let (status, location) = browser_sign_in(&social, &mut browser, "example", "/account?tab=1").await;
     assert_eq!((status, location.as_str()), (302, "/account?tab=1"));
     assert!(browser.set_cookie("sessionid").is_some_and(|c| c.contains("HttpOnly")), "{:?}", browser.set_cookies);
-    assert!(browser.set_cookie("social_state").is_some_and(|c| c.contains("Max-Age=0")), "the state cookie is spent");
+    assert!(browser.set_cookie("social_binding").is_some_and(|c| c.contains("Max-Age=0")), "the binding is spent");
     let (status, user) = me(&mut browser).await;
     assert_eq!(status, 200, "{user}");
     assert_eq!((user["username"].as_str(), user["email"].as_str()), (Some("alice"), Some("alice@example.com")));
@@ -231,14 +285,11 @@ async fn the_single_page_app_flow_answers_like_api_login_and_graphql_like_token_
 
     // GraphQL: socialBegin, the provider, socialAuth (tokenAuth's shape), whoami with the token.
     let gql = social.stack.client();
-    let (code, state) = graphql_code(&social, &gql).await;
-    let body = gql
-        .anonymous(
-            "mutation($c: String!, $s: String!) { socialAuth(provider: \"example\", code: $c, state: $s) \
-             { token refreshToken payload user { username } } }",
-            json!({"c": code, "s": state}),
-        )
-        .await;
+    let (code, state, binding) = graphql_code(&social, &gql).await;
+    // The state and code alone (leaked from the redirect's URL, say) complete nothing.
+    let body = gql.anonymous(SOCIAL_AUTH, json!({"c": code, "s": state, "b": "not-the-binding"})).await;
+    assert_eq!(body["errors"][0]["extensions"]["reason"], "SOCIAL_STATE_INVALID", "{body}");
+    let body = gql.anonymous(SOCIAL_AUTH, json!({"c": code, "s": state, "b": binding})).await;
     let auth = &body["data"]["socialAuth"];
     assert_eq!(auth["user"]["username"], "spa", "{body}");
     assert_eq!(auth["payload"]["username"], "spa", "{body}");
@@ -282,15 +333,24 @@ async fn github_signs_in_with_its_verified_address_only() {
 }
 
 #[tokio::test]
-async fn a_verified_address_links_to_a_verified_local_account() {
+async fn a_verified_address_links_to_a_verified_local_account_but_never_to_a_managers() {
     let social = social_stack(|_| {}).await;
-    social.providers.oidc_account(account("boss-sub", "boss@example.com", true, "someone")).await;
+    let hal = social.verified_user("hal").await;
+    social.providers.oidc_account(account("hal-sub", "hal@example.com", true, "someone")).await;
     let mut browser = social.browser();
     let (status, _) = browser_sign_in(&social, &mut browser, "example", "/").await;
     assert_eq!(status, 302);
     let (_, user) = me(&mut browser).await;
-    assert_eq!(user["username"], "boss@example.com", "linked to the local account: {user}");
-    assert_eq!(user["role"], "manager");
+    assert_eq!(user["id"], hal.id.as_str(), "linked to the local account: {user}");
+    assert_eq!(social.identities().await, 1);
+
+    // The manager's address, verified on both sides: a privileged account is linked by its
+    // holder, logged in, never automatically.
+    social.providers.oidc_account(account("boss-sub", "boss@example.com", true, "someone")).await;
+    let mut other = social.browser();
+    let (status, page) = browser_sign_in(&social, &mut other, "example", "/").await;
+    assert_refused_page(status, &page, 400, "SOCIAL_EMAIL_IN_USE");
+    assert_eq!(me(&mut other).await.0, 401, "not logged in as the manager");
     assert_eq!(social.identities().await, 1);
 }
 
@@ -316,8 +376,18 @@ async fn a_wrong_or_missing_state_is_refused() {
     let mut elsewhere = social.browser();
     let (status, page) = callback(&mut elsewhere, &url).await;
     assert_refused_page(status, &page, 401, "SOCIAL_STATE_INVALID");
-    // Over REST and gRPC, a state that was never issued: refused.
+    // Over REST, the right code and state posted by another browser (they leaked from the
+    // redirect's URL): refused, and the sign-in is still there for the browser that began it.
     browser.get("/api/csrf").await;
+    let (code, state) = spa_code(&social, &mut browser, "example").await;
+    let mut thief = social.browser();
+    thief.get("/api/csrf").await;
+    let (status, body) = spa_complete(&mut thief, "example", &code, &state).await;
+    assert_eq!((status, body["detail"].as_str()), (401, Some(STATE_INVALID)), "{body}");
+    let (status, body) = spa_complete(&mut browser, "example", &code, &state).await;
+    assert_eq!(status, 200, "{body}");
+    browser.post("/api/logout", json!({}), true).await;
+    // Over REST and gRPC, a state that was never issued: refused.
     let (status, body) = spa_complete(&mut browser, "example", "a-code", "never-issued").await;
     assert_eq!(status, 401, "{body}");
     let refused = social
@@ -326,6 +396,7 @@ async fn a_wrong_or_missing_state_is_refused() {
             provider: "example".into(),
             code: "a-code".into(),
             state: String::new(),
+            binding: String::new(),
             redirect_uri: String::new(),
         })
         .await
@@ -333,8 +404,10 @@ async fn a_wrong_or_missing_state_is_refused() {
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert_eq!(refused.get_details_error_info().unwrap().reason, "SOCIAL_STATE_INVALID");
     assert_eq!(me(&mut browser).await.0, 401, "nobody is logged in");
-    assert_eq!(social.users().await, 1, "only the manager");
+    assert_eq!(social.users().await, 2, "the manager and the one who signed in");
 }
+
+const STATE_INVALID: &str = "the sign-in was not started here or has expired; start it again";
 
 #[tokio::test]
 async fn a_replayed_code_logs_in_once_even_in_a_burst() {
@@ -432,9 +505,13 @@ async fn an_unverified_provider_address_never_reaches_a_local_account() {
     social.providers.oidc_account(account("attacker-sub", "boss@example.com", false, "boss")).await;
     let mut browser = social.browser();
     let (status, page) = browser_sign_in(&social, &mut browser, "example", "/").await;
-    assert_refused_page(status, &page, 400, "SOCIAL_EMAIL_IN_USE");
+    assert_refused_page(status, &page, 400, "SOCIAL_EMAIL_REQUIRED");
     assert_eq!(me(&mut browser).await.0, 401, "not logged in as the manager");
     assert_eq!(social.identities().await, 0, "nothing linked");
+    // The same answer as for an address nobody has here: it tells nothing about accounts.
+    social.providers.oidc_account(account("attacker-sub", "nobody-here@example.com", false, "x")).await;
+    let (status, nobodys) = browser_sign_in(&social, &mut browser, "example", "/").await;
+    assert_eq!((status, nobodys), (400, page));
 
     // A verified provider address, but the local account never verified it: no link either.
     let mut users = social.stack.identity.users();
@@ -447,14 +524,9 @@ async fn an_unverified_provider_address_never_reaches_a_local_account() {
     // Over GraphQL the reason travels in the extensions.
     let gql = social.stack.client();
     social.providers.oidc_account(account("attacker-sub", "boss@example.com", false, "boss")).await;
-    let (code, state) = graphql_code(&social, &gql).await;
-    let body = gql
-        .anonymous(
-            "mutation($c: String!, $s: String!) { socialAuth(provider: \"example\", code: $c, state: $s) { token } }",
-            json!({"c": code, "s": state}),
-        )
-        .await;
-    assert_eq!(body["errors"][0]["extensions"]["reason"], "SOCIAL_EMAIL_IN_USE", "{body}");
+    let (code, state, binding) = graphql_code(&social, &gql).await;
+    let body = gql.anonymous(SOCIAL_AUTH, json!({"c": code, "s": state, "b": binding})).await;
+    assert_eq!(body["errors"][0]["extensions"]["reason"], "SOCIAL_EMAIL_REQUIRED", "{body}");
 }
 
 #[tokio::test]
@@ -521,11 +593,14 @@ async fn an_unreachable_provider_is_a_503_naming_it() {
 
 #[tokio::test]
 async fn a_provider_that_stops_answering_is_a_503_and_sign_ins_resume_when_it_is_back() {
-    let social = social_stack(|_| {}).await;
+    // A budget of one failure: the provider's outage is not the client's, and costs it nothing.
+    let social = social_stack(|config| config.login_max_failures = 1).await;
     let mut browser = social.browser();
     social.github_link.cut();
-    let (status, page) = browser_sign_in(&social, &mut browser, "github", "/").await;
-    assert_refused_page(status, &page, 503, "PROVIDER_UNAVAILABLE");
+    for _ in 0..2 {
+        let (status, page) = browser_sign_in(&social, &mut browser, "github", "/").await;
+        assert_refused_page(status, &page, 503, "PROVIDER_UNAVAILABLE");
+    }
     assert_eq!(me(&mut browser).await.0, 401);
     social.github_link.restore();
     let (status, location) = browser_sign_in(&social, &mut browser, "github", "/").await;
@@ -542,8 +617,7 @@ async fn an_identity_linked_to_someone_else_cannot_be_linked_again() {
     let mut alice = social.browser();
     browser_sign_in(&social, &mut alice, "example", "/").await;
     // Bob, logged in with a password, tries to link the same account at the provider.
-    let mut users = social.stack.identity.users();
-    sign_up(&mut users, "bob").await;
+    social.verified_user("bob").await;
     let mut bob = social.browser();
     bob.log_in("bob", PASSWORD).await;
     let request = bob.http.get(format!("{}/auth/example/link?next=/linked", bob.base));
@@ -617,8 +691,7 @@ async fn the_last_way_to_log_in_cannot_be_unlinked_even_in_a_burst() {
     assert_eq!(me(&mut again).await.1["username"], "dana");
 
     // A user with a password may unlink their only identity.
-    let mut users = social.stack.identity.users();
-    sign_up(&mut users, "erin").await;
+    social.verified_user("erin").await;
     let mut erin = social.browser();
     erin.log_in("erin", PASSWORD).await;
     social.providers.oidc_account(account("erin-sub", "erin-x@example.com", false, "erin")).await;
@@ -657,49 +730,127 @@ async fn failed_completions_are_throttled_per_client_in_a_burst() {
 }
 
 #[tokio::test]
-async fn a_reset_proving_the_address_drops_the_providers_a_squatter_linked() {
-    // A squatter signs up with the victim's address (unverified) and links a provider account
-    // of theirs; the victim resets the password through the mailed link.
-    let smtp = SmtpServer::start().await;
-    let social = social_stack(|config| {
-        config.smtp_url = Some(Secret::new(smtp.url()));
-        config.mail_retry_max = millis(200);
-    })
-    .await;
+async fn linking_needs_the_accounts_own_address_verified() {
+    // A squatter signs up with someone else's address (nobody verified it) and tries to link a
+    // provider account of theirs: the owner of the address would later claim the account with
+    // the squatter's way in still attached.
+    let social = social_stack(|_| {}).await;
     let mut users = social.stack.identity.users();
-    users
-        .create_user(pb::CreateUserRequest {
-            username: "squatter".into(),
-            email: "victim@example.com".into(),
-            password: PASSWORD.into(),
-            role: String::new(),
-        })
-        .await
-        .unwrap();
+    let request = pb::CreateUserRequest {
+        username: "squatter".into(),
+        email: "victim@example.com".into(),
+        password: PASSWORD.into(),
+        role: String::new(),
+    };
+    users.create_user(request).await.unwrap();
     let mut squatter = social.browser();
     squatter.log_in("squatter", PASSWORD).await;
     social.providers.oidc_account(account("squatter-sub", "squatter@example.com", true, "sq")).await;
-    let request = squatter.http.get(format!("{}/auth/example/link", squatter.base));
-    let (_, headers, _) = squatter.send_text(request).await;
-    let url = social::authorize(headers["location"].to_str().unwrap(), &social.callback("example")).await;
-    assert_eq!(callback(&mut squatter, &url).await.0, 302);
-    assert_eq!(social.identities().await, 1);
+    let (status, page) = social.link(&mut squatter, "example").await;
+    assert_refused_page(status, &page, 403, "EMAIL_NOT_VERIFIED");
+    // GraphQL's socialBegin(link: true) alike.
+    let body = squatter.graphql("mutation { socialBegin(provider: \"example\", link: true) { state } }", true).await.1;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "EMAIL_NOT_VERIFIED", "{body}");
+    assert_eq!(social.identities().await, 0);
 
+    // Once the holder proves the address, the same link works.
+    social.verify("victim@example.com").await;
+    let (status, location) = social.link(&mut squatter, "example").await;
+    assert_eq!((status, location.as_str()), (302, "/"));
+    assert_eq!(social.identities().await, 1);
+}
+
+/// An account holding the victim's address, unproven, with a provider account of the
+/// squatter's linked: the squatter verified an address of theirs, linked the provider, and a
+/// manager then set the account's address to the victim's (a typo, a support request).
+async fn squatted(social: &Social) {
+    let sq = social.verified_user("sq").await;
+    let mut squatter = social.browser();
+    squatter.log_in("sq", PASSWORD).await;
+    social.providers.oidc_account(account("squatter-sub", "squatter@example.com", true, "sq")).await;
+    assert_eq!(social.link(&mut squatter, "example").await.0, 302);
+    assert_eq!(social.identities().await, 1);
+    let boss = log_in(&mut social.stack.identity.auth(), "boss@example.com").await.access_token;
+    let moved = pb::User { email: "victim@example.com".into(), ..Default::default() };
+    let request = bearer(crate::email::update_request(&sq.id, moved, &["email"]), &boss);
+    social.stack.identity.users().update_user(request).await.unwrap();
+}
+
+/// The squatter's provider account signs in again: it no longer reaches the account.
+async fn assert_squatter_locked_out(social: &Social) {
+    assert_eq!(social.identities().await, 0, "the squatter's provider account is no way in any more");
+    let mut again = social.browser();
+    let (status, _) = browser_sign_in(social, &mut again, "example", "/").await;
+    assert_eq!(status, 302);
+    assert_ne!(me(&mut again).await.1["username"], "sq", "a new account of the squatter's own, not the victim's");
+}
+
+#[tokio::test]
+async fn verifying_the_address_drops_the_providers_linked_before() {
+    let social = social_stack(|_| {}).await;
+    squatted(&social).await;
+    let request = pb::ResendVerificationRequest { email: "victim@example.com".into() };
+    social.stack.identity.accounts().resend_verification(request).await.unwrap();
+    social.verify("victim@example.com").await;
+    assert_squatter_locked_out(&social).await;
+}
+
+/// POSTs a code and state to `/api/social/example/` with the browser's cookies and CSRF token,
+/// as relayed by a proxy for `client`; the status.
+async fn complete_as(browser: &Browser, client: &str, code: &str, state: &str) -> u16 {
+    let request = reqwest::Client::new()
+        .post(format!("{}/api/social/example/", browser.base))
+        .header("cookie", browser.cookie_header())
+        .header("x-csrftoken", browser.csrf())
+        .header("x-forwarded-for", client)
+        .json(&json!({"code": code, "state": state}));
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn other_clients_failures_never_lock_a_client_out() {
+    // Behind a proxy the facade trusts (the test plays it): each client is its own address.
+    let social = social_stack_with(
+        |config| {
+            config.login_max_failures = 3;
+            config.login_account_max_failures = 4;
+        },
+        |facade| facade.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()],
+    )
+    .await;
+    let mut user = social.browser();
+    user.get("/api/csrf").await;
+    // The user's own sign-in failed once (a tab left open too long).
+    assert_eq!(complete_as(&user, "203.0.113.5", "stale", "stale").await, 401);
+    // Twelve other clients fail three times each, all at once: each within its own budget.
+    let failures = (0..36).map(|n| {
+        let client = format!("198.51.100.{}", n / 3);
+        let user = &user;
+        async move { complete_as(user, &client, "guess", &format!("forged-{n}")).await }
+    });
+    let answers = join_all(failures).await;
+    assert!(answers.iter().all(|&status| status == 401), "{answers:?}");
+    assert_eq!(complete_as(&user, "198.51.100.0", "guess", "forged").await, 429, "a fourth: throttled");
+    // The user signs in.
+    let (code, state) = spa_code(&social, &mut user, "example").await;
+    assert_eq!(complete_as(&user, "203.0.113.5", &code, &state).await, 200);
+}
+
+#[tokio::test]
+async fn a_reset_proving_the_address_drops_the_providers_linked_before() {
+    let social = social_stack(|_| {}).await;
+    squatted(&social).await;
     let mut victim = social.browser();
     victim.get("/api/csrf").await;
     victim.post("/api/password/reset/", json!({"email": "victim@example.com"}), true).await;
-    let mail = smtp.wait_for_all("victim@example.com", Some("Reset your password"), 1, Duration::from_secs(30)).await;
-    let link = mail[0].link(&format!("{}/account/reset-password?uid=", social.stack.facade.base()));
+    let mail = social.mail("victim@example.com", crate::email::RESET).await;
+    let link = mail.link(&format!("{}/account/reset-password?uid=", social.stack.facade.base()));
     let new = "the victim's own passphrase";
     let body = json!({"uid": query_param(&link, "uid"), "token": query_param(&link, "token"),
         "new_password1": new, "new_password2": new});
     let (status, _, answer) = victim.post("/api/password/reset/confirm/", body, true).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(social.identities().await, 0, "the squatter's provider account is no way in any more");
-    let mut again = social.browser();
-    let (status, _) = browser_sign_in(&social, &mut again, "example", "/").await;
-    assert_eq!(status, 302);
-    assert_ne!(me(&mut again).await.1["username"], "squatter", "a new account of the squatter's own, not the victim's");
+    assert_squatter_locked_out(&social).await;
 }
 
 #[tokio::test]

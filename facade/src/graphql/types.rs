@@ -250,6 +250,9 @@ pub struct SocialBegin {
     pub authorization_url: String,
     pub state: String,
     pub redirect_uri: String,
+    /// Keep it to yourself (not in a URL) and pass it to `socialAuth` or `linkIdentity`. A
+    /// browser need not: it is in the HttpOnly `social_binding` cookie too.
+    pub binding: String,
 }
 
 /// A provider's account linked to the user.

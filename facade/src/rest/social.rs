@@ -1,8 +1,8 @@
 //! Signing in with a provider from a single-page app (the walkthrough's
-//! `/api/social/{provider}/`): begin with `GET` (the provider's URL and the `state` to keep),
-//! send the browser there, then `POST` the `code` and `state` it comes back with — answered
-//! like `/api/login`, the session in the `sessionid` cookie. Linked identities under
-//! `/api/identities/`.
+//! `/api/social/{provider}/`): begin with `GET` (the provider's URL and the `state`; the
+//! sign-in's binding goes into an HttpOnly cookie), send the browser there, then `POST` the
+//! `code` and `state` it comes back with — answered like `/api/login`, the session in the
+//! `sessionid` cookie. Linked identities under `/api/identities/`.
 
 use std::sync::Arc;
 
@@ -34,12 +34,13 @@ pub struct SocialProviderView {
     pub login_url: String,
 }
 
-/// A begun sign-in.
+/// A begun sign-in. Its binding is in the HttpOnly `social_binding` cookie, sent only to where
+/// it completes (this route, or the facade's callback).
 #[derive(Debug, Object)]
 pub struct SocialBegin {
     /// Send the browser here.
     pub authorization_url: String,
-    /// Keep it (session storage) and send it back with the code.
+    /// It comes back with the code; send both.
     pub state: String,
     pub redirect_uri: String,
 }
@@ -95,6 +96,11 @@ async fn context(state: &AppState, request: &Request, rule: CsrfRule) -> Result<
 
 pub struct SocialApi;
 
+/// This route's path, where its sign-ins' binding cookie goes.
+fn route(provider: &str) -> String {
+    format!("/api/social/{provider}/")
+}
+
 #[OpenApi]
 impl SocialApi {
     /// The providers users may sign in with.
@@ -106,9 +112,12 @@ impl SocialApi {
     }
 
     /// Begins a sign-in with `provider`: the URL to send the browser to and the `state` to send
-    /// back with the code. `redirect_uri`: one the provider's configuration lists (default:
-    /// this facade's `/auth/{provider}/callback`). With `link=true` (logged in), the sign-in
-    /// adds the provider to the caller's account.
+    /// back with the code; the sign-in's binding goes into the HttpOnly `social_binding`
+    /// cookie, which the completion needs. `redirect_uri`: a page of the app, one the
+    /// provider's configuration lists — the app then posts the code here; empty: the facade's
+    /// own `/auth/{provider}/callback`, which completes the sign-in itself and redirects to
+    /// `next`. With `link=true` (logged in, address verified), the sign-in adds the provider
+    /// to the caller's account.
     #[oai(path = "/social/:provider/", method = "get")]
     async fn begin(
         &self,
@@ -123,7 +132,8 @@ impl SocialApi {
         if link.0 {
             context.principal().map_err(|_| social::needs_login())?;
         }
-        let begun = social::begin(&context, provider.0, redirect_uri.0, next.0, link.0).await?;
+        let path = route(&provider.0);
+        let begun = social::begin_in_browser(&context, provider.0, redirect_uri.0, next.0, link.0, &path).await?;
         Ok(Json(SocialBegin {
             authorization_url: begun.authorization_url,
             state: begun.state,
@@ -131,10 +141,12 @@ impl SocialApi {
         }))
     }
 
-    /// Completes a sign-in with the provider's `code` and the `state` it began with, answered
-    /// as `/api/login` is. Refusals name their reason in `detail`: the state (401), the code or
-    /// the provider's ID token (401), an address a local account has and that is not verified
-    /// on both sides (400: log in and link instead), an identity linked to someone else (409),
+    /// Completes a sign-in with the provider's `code` and the `state` it began with (and the
+    /// binding cookie the begin set), answered as `/api/login` is. Refusals name their reason
+    /// in `detail`: the state or binding (401), the code or
+    /// the provider's ID token (401), an address the provider did not verify or that a local
+    /// account has and cannot be linked automatically (400: log in and link instead), an
+    /// identity linked to someone else (409), too many failures from this client (429),
     /// a provider that cannot be reached (503). Needs `X-CSRFToken` (see `/api/csrf`).
     #[oai(path = "/social/:provider/", method = "post")]
     async fn complete(
@@ -148,8 +160,10 @@ impl SocialApi {
         let context = context(state, request, CsrfRule::Always).await?;
         let browser = context.browser.as_ref().ok_or_else(ApiError::internal)?;
         let Json(SocialCode { code, state: social_state, redirect_uri }) = body;
+        let path = route(&provider.0);
         let completed =
-            social::complete_in_browser(&context, browser, provider.0, code, social_state, redirect_uri).await?;
+            social::complete_in_browser(&context, browser, provider.0, code, social_state, (redirect_uri, &path))
+                .await?;
         let answer = match completed {
             Completed::LoggedIn { user, .. } => LoggedIn { detail: "success".into(), user: user.into() },
             Completed::Linked { .. } => {

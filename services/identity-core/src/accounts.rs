@@ -113,12 +113,40 @@ pub(crate) async fn void_links(db: &impl ConnectionTrait, user_id: &str) -> Core
     delete_links(db, user_id).await
 }
 
-/// Marks the user's address verified if it is still `email`; returns whether it was.
-async fn mark_verified(db: &impl ConnectionTrait, user_id: &str, email: &str) -> CoreResult<bool> {
-    let sql = "UPDATE users SET email_verified = TRUE, updated_at = $3 WHERE id = $1 AND email_key = $2";
+/// What marking an address verified found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// The address had not been proven before: this is its first proof.
+    First,
+    /// It was verified already.
+    Again,
+    /// The account no longer has this address.
+    Moved,
+}
+
+/// Marks the user's address verified if it is still `email`; says whether this was the
+/// address's first proof. At the first proof, the provider accounts linked while nobody had
+/// proven the address are unlinked, in the caller's transaction: whoever held the account then
+/// (a squatter who signed up with the address, or an address set by a manager) may have linked
+/// one of theirs, and the address's owner takes the account without them.
+async fn mark_verified(db: &impl ConnectionTrait, user_id: &str, email: &str) -> CoreResult<Proof> {
+    let backend = db.get_database_backend();
+    let first = "UPDATE users SET email_verified = TRUE, updated_at = $3 \
+        WHERE id = $1 AND email_key = $2 AND email_verified = FALSE";
     let values: [Value; 3] = [user_id.to_owned().into(), key(email).into(), clock::now().into()];
-    let done = db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, values)).await?;
-    Ok(done.rows_affected() == 1)
+    if db.execute_raw(Statement::from_sql_and_values(backend, first, values)).await?.rows_affected() == 1 {
+        let unlink = "DELETE FROM external_identities WHERE user_id = $1";
+        let dropped =
+            db.execute_raw(Statement::from_sql_and_values(backend, unlink, [user_id.to_owned().into()])).await?;
+        if dropped.rows_affected() > 0 {
+            tracing::info!(%user_id, unlinked = dropped.rows_affected(), "identities unlinked: linked before the address was proven");
+        }
+        return Ok(Proof::First);
+    }
+    let still = "SELECT id FROM users WHERE id = $1 AND email_key = $2";
+    let values: [Value; 2] = [user_id.to_owned().into(), key(email).into()];
+    let found = db.query_one_raw(Statement::from_sql_and_values(backend, still, values)).await?;
+    Ok(if found.is_some() { Proof::Again } else { Proof::Moved })
 }
 
 // === impl Identity: the flows ===
@@ -192,12 +220,13 @@ impl Identity {
     }
 
     /// Marks the address of the link's account verified. A link works once, and only while
-    /// the account still has the address it was sent to.
+    /// the account still has the address it was sent to. The address's first proof unlinks
+    /// the provider accounts linked before it (`mark_verified`).
     pub async fn verify_email(&self, token: &str) -> CoreResult<User> {
         check_token(token)?;
         let txn = self.db().begin().await?;
         let link = take(&txn, MailKind::Verify, token).await?;
-        if !mark_verified(&txn, &link.user_id, &link.email).await? {
+        if mark_verified(&txn, &link.user_id, &link.email).await? == Proof::Moved {
             return Err(invalid_token());
         }
         txn.commit().await?;
@@ -208,7 +237,7 @@ impl Identity {
 
     /// Sets a new password with a reset link (once), while the account is active and still has
     /// the address the link was sent to: voids every other link, marks the address verified
-    /// (the link proved it), unlinks the provider accounts linked while it was not, and
+    /// (the link proved it; at its first proof, the provider accounts linked before are unlinked), and
     /// revokes every session of the user — all in one transaction.
     /// `user_id`, when given (dj-rest-auth's `uid`), must name the link's user. Returns the
     /// user and how many sessions were revoked.
@@ -241,18 +270,6 @@ impl Identity {
         let values: [Value; 3] = [link.user_id.clone().into(), hash.into(), clock::now().into()];
         txn.execute_raw(Statement::from_sql_and_values(txn.get_database_backend(), set_password, values)).await?;
         delete_links(&txn, &link.user_id).await?;
-        // Before this link nobody had proven the address: whoever held the account then (a
-        // squatter who signed up with it) may have linked a provider account of theirs. The
-        // address's owner takes the account without them.
-        if !user.email_verified {
-            let unlink = "DELETE FROM external_identities WHERE user_id = $1";
-            let values: [Value; 1] = [link.user_id.clone().into()];
-            let dropped =
-                txn.execute_raw(Statement::from_sql_and_values(txn.get_database_backend(), unlink, values)).await?;
-            if dropped.rows_affected() > 0 {
-                tracing::info!(user_id = %link.user_id, unlinked = dropped.rows_affected(), "identities unlinked: linked before the address was proven");
-            }
-        }
         mark_verified(&txn, &link.user_id, &link.email).await?;
         let revoked = revoke_sessions_in(&txn, &link.user_id, RevokeReason::PasswordChanged, None).await?;
         txn.commit().await?;

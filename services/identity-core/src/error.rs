@@ -59,7 +59,8 @@ pub enum SocialError {
     /// A local account has the provider's address, and the addresses are not both verified:
     /// no automatic link. Log in to that account and link the provider from there.
     EmailInUse,
-    /// The provider shared no email address it verified (a new account needs one).
+    /// The provider shared no email address it verified: nothing is linked or created by it.
+    /// A user with an account logs in to it and links the provider from there.
     EmailRequired,
     /// This identity at the provider belongs to another user.
     LinkedElsewhere,
@@ -92,7 +93,10 @@ impl SocialError {
             SocialError::EmailInUse => {
                 "an account already uses this email address; log in to it and link the provider from there"
             }
-            SocialError::EmailRequired => "the provider did not share an email address it verified",
+            SocialError::EmailRequired => {
+                "the provider did not share an email address it verified; if you have an account here, \
+                 log in to it and link the provider from there"
+            }
             SocialError::LinkedElsewhere => "this account at the provider is linked to another user",
             SocialError::LastLoginMethod => {
                 "this is the last way to log in; set a password or link another provider first"

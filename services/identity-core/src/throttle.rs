@@ -141,6 +141,36 @@ impl Reservation {
     }
 }
 
+/// A slot on a client's counter of failed attempts of one kind (its network, with the budget
+/// of `max_failures`), reserved before the attempt is evaluated, as a login's are. Dropped, it
+/// stays a failure; `release` gives it back (a success, or a failure that was not the
+/// client's doing).
+#[must_use = "a reservation is given back by `release`; dropped, it counts as a failure"]
+pub(crate) struct ClientReservation {
+    slot: Slot,
+}
+
+/// Reserves one attempt of `kind` for the client at `address`, or refuses it (`Throttled`).
+pub(crate) async fn reserve_client(
+    db: &DatabaseConnection,
+    settings: &ThrottleSettings,
+    kind: &str,
+    address: &str,
+) -> CoreResult<ClientReservation> {
+    let now = clock::now_millis();
+    let counter = Counter::new(kind, &network(address), settings.max_failures);
+    match take(db, settings, counter, now, false).await? {
+        Taken::Slot(slot) => Ok(ClientReservation { slot }),
+        Taken::Locked(counter) => Err(refusal(db, &counter, now).await),
+    }
+}
+
+impl ClientReservation {
+    pub(crate) async fn release(self, db: &DatabaseConnection) -> CoreResult<()> {
+        release(db, &self.slot).await
+    }
+}
+
 enum Taken {
     Slot(Slot),
     Locked(Counter),

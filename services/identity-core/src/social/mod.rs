@@ -1,19 +1,28 @@
 //! Signing in with an external provider (OpenID Connect, GitHub), and the identities that
 //! link a provider's account to a user. The rules, and why (`docs/social-login.md`):
 //!
-//! - A sign-in starts with `begin_social`: a 256-bit `state` (stored by its hash, single use,
-//!   ten minutes), a `nonce` and a PKCE verifier kept server side, and the provider's URL.
-//! - `complete_social` takes the state (one statement deletes it: a replayed or concurrent
-//!   completion finds nothing), exchanges the code, and verifies what the provider says.
-//!   Failed completions are throttled per client like failed logins.
+//! - A sign-in starts with `begin_social`: a 256-bit `state` that travels through the
+//!   provider, a 256-bit `binding` that the client who began keeps to itself (an HttpOnly
+//!   cookie), both stored only as one hash (single use, ten minutes); a `nonce` and a PKCE
+//!   verifier kept server side; and the provider's URL.
+//! - `complete_social` takes the sign-in of the state **and** binding (one statement deletes
+//!   it: a replayed or concurrent completion finds nothing; a state that leaked with the code,
+//!   in a log or a `Referer`, completes nothing without the binding), exchanges the code, and
+//!   verifies what the provider says. Failed completions are throttled per client (its
+//!   network), reserved before they are evaluated as failed logins are.
 //! - An identity (provider, subject) belongs to one user. A known identity logs its user in.
 //!   An unknown one whose address a local account has is linked to it only when the provider
 //!   says the address is verified **and** the local account verified it: otherwise anyone who
-//!   registers the victim's address at a careless provider would own the account. Refused,
-//!   the user logs in and links the provider explicitly (`begin_social` with `link`). Any
-//!   other unknown identity with an address the provider verified creates a user (a unique
-//!   username derived from the profile, no password: the reset flow sets one); an unverified
-//!   one creates nothing (its owner could reset the password and inherit the link).
+//!   registers the victim's address at a careless provider would own the account — and never
+//!   to a manager's or an admin's account. Refused, the user logs in and links the provider
+//!   explicitly (`begin_social` with `link`), which needs the account's own address verified
+//!   (a squatter who signed up with someone's address links nothing to it). Any other unknown
+//!   identity with an address the provider verified creates a user (a unique username derived
+//!   from the profile, no password: the reset flow sets one); an unverified one creates
+//!   nothing (its owner could reset the password and inherit the link), and is refused
+//!   before any account is looked up (the answer tells nothing about who has an account).
+//! - The first proof of an account's address (a verification or reset link) unlinks the
+//!   identities linked before it (`accounts::mark_verified`).
 //! - Unlinking the last way to log in (no password, one identity) is refused, atomically.
 
 mod config;
@@ -75,11 +84,13 @@ pub struct ProviderInfo {
     pub kind: ProviderKind,
 }
 
-/// A started sign-in: where to send the browser, and the state to bind to it.
+/// A started sign-in: where to send the browser, the state that travels through the provider,
+/// and the binding the client keeps to itself (it completes nothing without it).
 #[derive(Debug, Clone)]
 pub struct Begun {
     pub authorization_url: String,
     pub state: String,
+    pub binding: String,
     pub redirect_uri: String,
 }
 
@@ -159,11 +170,17 @@ fn refused(error: SocialError) -> CoreError {
     CoreError::Social(error)
 }
 
-/// Deletes the stored sign-in of `state` and returns it: single use.
-async fn take_state(db: &impl ConnectionTrait, state: &str) -> CoreResult<Option<Started>> {
+/// What a sign-in is stored by: the hash of its state and binding together, so that only the
+/// two together find it (and the lookup by hash compares nothing secret).
+fn state_key(state: &str, binding: &str) -> String {
+    tokens::hash(&format!("{state}\n{binding}"))
+}
+
+/// Deletes the stored sign-in of `state` and `binding` and returns it: single use.
+async fn take_state(db: &impl ConnectionTrait, state: &str, binding: &str) -> CoreResult<Option<Started>> {
     const TAKE: &str = "DELETE FROM social_states WHERE state_hash = $1 \
         RETURNING provider, nonce, pkce_verifier, redirect_uri, next_path, link_user_id, expires_at";
-    let values: [Value; 1] = [tokens::hash(state).into()];
+    let values: [Value; 1] = [state_key(state, binding).into()];
     let row = db.query_one_raw(Statement::from_sql_and_values(db.get_database_backend(), TAKE, values)).await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Started {
@@ -221,8 +238,9 @@ impl Identity {
         Err(CoreError::invalid("redirect_uri", "is not a redirect URI configured for this provider"))
     }
 
-    /// Starts a sign-in with `provider` (with `link`, for the caller's account): the URL to
-    /// send the browser to and the state to bind to it. `next` is kept if it is a local path.
+    /// Starts a sign-in with `provider` (with `link`, for the caller's account, whose address
+    /// must be verified): the URL to send the browser to, the state, and the binding for the
+    /// client to keep. `next` is kept if it is a local path.
     pub async fn begin_social(
         &self,
         caller: Option<&Principal>,
@@ -235,18 +253,23 @@ impl Identity {
         let provider = self.provider(provider)?;
         let redirect_uri = self.redirect_uri(provider, redirect_uri)?;
         let link_user_id = match link {
-            true => Some(caller.ok_or(CoreError::Unauthenticated)?.user.id.clone()),
+            true => {
+                let caller = caller.ok_or(CoreError::Unauthenticated)?;
+                self.check_may_link(&caller.user.id).await?;
+                Some(caller.user.id.clone())
+            }
             false => None,
         };
         throttle::rate(self.db(), "social-begin", &throttle::network(&client.ip), BEGIN_LIMIT, BEGIN_WINDOW).await?;
-        let (state, state_hash) = tokens::generate();
+        let (state, _) = tokens::generate();
+        let (binding, _) = tokens::generate();
         let (nonce, _) = tokens::generate();
         let request = provider.authorization(&self.social().http, &state, &nonce, &redirect_uri).await?;
         const INSERT: &str = "INSERT INTO social_states (state_hash, provider, nonce, pkce_verifier, redirect_uri, \
             next_path, link_user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         let now = clock::now_millis();
         let values: [Value; 9] = [
-            state_hash.into(),
+            state_key(&state, &binding).into(),
             provider.settings.name.clone().into(),
             nonce.into(),
             request.pkce_verifier.into(),
@@ -257,19 +280,40 @@ impl Identity {
             (now + clock::millis(STATE_TTL)).into(),
         ];
         self.db().execute_raw(Statement::from_sql_and_values(self.db().get_database_backend(), INSERT, values)).await?;
-        Ok(Begun { authorization_url: request.url, state, redirect_uri })
+        Ok(Begun { authorization_url: request.url, state, binding, redirect_uri })
     }
 
-    /// Completes a sign-in: takes the state (once), exchanges the code, verifies the provider's
-    /// answer and logs in (or, for a sign-in started with `link`, links the identity to the
-    /// caller, who must be the one who started it). Throttled per client: a failure counts
-    /// as a failed login.
+    /// A provider is linked only to an account whose address its holder has proven: one that
+    /// signed up with someone else's address must not hold a way in once the owner claims it.
+    async fn check_may_link(&self, user_id: &str) -> CoreResult<()> {
+        let user = users::Entity::find_by_id(user_id.to_owned()).one(self.db()).await?;
+        match user {
+            Some(user) if user.email_verified => Ok(()),
+            Some(_) => {
+                tracing::info!(%user_id, "link refused: the account's address is not verified");
+                Err(CoreError::EmailNotVerified)
+            }
+            None => Err(CoreError::Unauthenticated),
+        }
+    }
+
+    /// Completes a sign-in: takes the sign-in of the state and binding (once), exchanges the
+    /// code, verifies the provider's answer and logs in (or, for a sign-in started with `link`,
+    /// links the identity to the caller, who must be the one who started it).
+    ///
+    /// Throttled per client (its network), with the budget of failed logins for one account:
+    /// the attempt's slot is reserved before it is evaluated, so a burst evaluates at most the
+    /// budget; a success gives it back, as does a provider or database that could not answer
+    /// (not the client's doing). Nothing is counted per provider or per account, so no client
+    /// can lock another out.
+    #[allow(clippy::too_many_arguments)]
     pub async fn complete_social(
         &self,
         caller: Option<&Principal>,
         provider_name: &str,
         code: &str,
         state: &str,
+        binding: &str,
         redirect_uri: &str,
         client: ClientInfo,
     ) -> CoreResult<SocialOutcome> {
@@ -277,22 +321,42 @@ impl Identity {
         if code.is_empty() || code.len() > CODE_BYTES {
             return Err(CoreError::invalid("code", format!("must be 1 to {CODE_BYTES} bytes")));
         }
-        let settings = &self.settings().throttle;
-        let account = format!("social:{provider_name}");
-        let reservation =
-            throttle::reserve(self.db(), settings, throttle::Counters::new(settings, &account, &client.ip)).await?;
-        if state.is_empty() || state.len() > STATE_BYTES {
-            tracing::info!(provider = provider_name, client_ip = %client.ip, "social login refused: no state");
+        let reservation = throttle::reserve_client(self.db(), &self.settings().throttle, "social", &client.ip).await?;
+        let outcome = self.complete_reserved(caller, provider, code, state, binding, redirect_uri, client).await;
+        let not_the_clients = matches!(
+            &outcome,
+            Err(CoreError::Social(SocialError::ProviderUnavailable) | CoreError::Unavailable | CoreError::Internal(_))
+        );
+        if outcome.is_ok() || not_the_clients {
+            reservation.release(self.db()).await?;
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_reserved(
+        &self,
+        caller: Option<&Principal>,
+        provider: &protocol::Provider,
+        code: &str,
+        state: &str,
+        binding: &str,
+        redirect_uri: &str,
+        client: ClientInfo,
+    ) -> CoreResult<SocialOutcome> {
+        let provider_name = provider.settings.name.as_str();
+        if state.is_empty() || state.len() > STATE_BYTES || binding.is_empty() || binding.len() > STATE_BYTES {
+            tracing::info!(provider = provider_name, client_ip = %client.ip, "social login refused: no state or binding");
             return Err(refused(SocialError::StateInvalid));
         }
-        let started = take_state(self.db(), state).await?;
+        let started = take_state(self.db(), state, binding).await?;
         let started = started.filter(|started| {
             started.provider == provider_name
                 && started.expires_at > clock::now_millis()
                 && (redirect_uri.is_empty() || redirect_uri == started.redirect_uri)
         });
         let Some(started) = started else {
-            tracing::info!(provider = provider_name, client_ip = %client.ip, "social login refused: unknown state");
+            tracing::info!(provider = provider_name, client_ip = %client.ip, "social login refused: unknown state or binding");
             return Err(refused(SocialError::StateInvalid));
         };
         if let Some(user_id) = &started.link_user_id {
@@ -312,7 +376,7 @@ impl Identity {
         let email = profile.email.as_deref().map(str::trim).filter(|email| check_email("email", email).is_ok());
         let profile = protocol::Profile { email: email.map(str::to_owned), ..profile };
         let next = started.next;
-        let outcome = match started.link_user_id {
+        Ok(match started.link_user_id {
             Some(user_id) => {
                 let identity = self.link(&user_id, provider_name, &profile).await?;
                 SocialOutcome::Linked { identity, next }
@@ -321,9 +385,7 @@ impl Identity {
                 let (login, created) = self.social_login(provider_name, &profile, client).await?;
                 SocialOutcome::LoggedIn { login: Box::new(login), created, next }
             }
-        };
-        reservation.succeeded(self.db()).await?;
-        Ok(outcome)
+        })
     }
 
     /// The user of the identity, found, linked by a verified address, or created; then a
@@ -364,17 +426,25 @@ impl Identity {
             // Deleted since: the identity went with it (cascade); resolve again.
             return Ok(user.map_or(Step::Again, |user| Step::Done((user, false))));
         }
-        let email = profile.email.clone().ok_or_else(|| {
-            tracing::info!(%provider, "social login refused: the provider shared no address");
-            refused(SocialError::EmailRequired)
-        })?;
+        // Only an address the provider vouches for can link or make an account; one it did not
+        // verify may be someone else's. Refused before any account is looked up, so that the
+        // answer says nothing about who has an account here.
+        let email = match (&profile.email, profile.email_verified) {
+            (Some(email), true) => email.clone(),
+            (email, _) => {
+                tracing::info!(%provider, shared = email.is_some(), "social login refused: no address the provider verified");
+                return Err(refused(SocialError::EmailRequired));
+            }
+        };
         let local = users::Entity::find().filter(users::Column::EmailKey.eq(key(&email))).one(db).await?;
         if let Some(local) = local {
-            if !(profile.email_verified && local.email_verified) {
+            // Both sides verified, and not a manager's or an admin's account: a privileged
+            // account is linked by its holder, logged in, or not at all.
+            let privileged = local.role != Role::User.as_str();
+            if !local.email_verified || privileged {
                 tracing::info!(
-                    %provider, user_id = %local.id, provider_verified = profile.email_verified,
-                    local_verified = local.email_verified,
-                    "social login refused: a local account has the address, not verified on both sides"
+                    %provider, user_id = %local.id, local_verified = local.email_verified, privileged,
+                    "social login refused: a local account has the address; no automatic link"
                 );
                 return Err(refused(SocialError::EmailInUse));
             }
@@ -384,13 +454,6 @@ impl Identity {
             }
             tracing::info!(%provider, user_id = %local.id, "identity linked by its verified address");
             return Ok(Step::Done((local, false)));
-        }
-        // A new account takes only an address the provider vouches for: one it did not verify
-        // may be someone else's, who would later reset the password and find the provider's
-        // account still linked to theirs (a pre-account takeover).
-        if !profile.email_verified {
-            tracing::info!(%provider, "social login refused: the provider's address is not verified");
-            return Err(refused(SocialError::EmailRequired));
         }
         Ok(match self.create_social_user(provider, profile, &email).await? {
             Some(user) => Step::Done((user, true)),
@@ -491,10 +554,11 @@ impl Identity {
         self.open_session(user, client, &credential.password_hash).await
     }
 
-    /// Links the identity to `user_id` (a sign-in started with `link`); already linked to
-    /// them is fine, to another user is refused.
+    /// Links the identity to `user_id` (a sign-in started with `link`), whose address must
+    /// still be verified; already linked to them is fine, to another user is refused.
     async fn link(&self, user_id: &str, provider: &str, profile: &protocol::Profile) -> CoreResult<ExternalIdentity> {
         let db = self.db();
+        self.check_may_link(user_id).await?;
         insert_identity(db, user_id, provider, profile).await?;
         let identity = external_identities::Entity::find()
             .filter(external_identities::Column::Provider.eq(provider))

@@ -75,6 +75,7 @@ impl SocialService for Social {
             authorization_url: begun.authorization_url,
             state: begun.state,
             redirect_uri: begun.redirect_uri,
+            binding: begun.binding,
         }))
     }
 
@@ -92,6 +93,7 @@ impl SocialService for Social {
                 &message.provider,
                 &message.code,
                 &message.state,
+                &message.binding,
                 &message.redirect_uri,
                 client,
             )
