@@ -305,6 +305,22 @@ async fn the_single_page_app_flow_answers_like_api_login_and_graphql_like_token_
 }
 
 #[tokio::test]
+async fn a_single_page_app_sign_in_without_a_redirect_uri_completes_at_the_facades_callback() {
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("ivy-sub", "ivy@example.com", true, "ivy")).await;
+    let mut browser = social.browser();
+    let (status, _, begun) = browser.get("/api/social/example/?next=/welcome").await;
+    assert_eq!(status, 200, "{begun}");
+    assert_eq!(begun["redirect_uri"], social.callback("example").as_str());
+    let cookie = browser.set_cookie("social_binding").expect("the sign-in is bound to the browser").to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("Path=/auth/example/callback"), "{cookie}");
+    let url = social::authorize(begun["authorization_url"].as_str().unwrap(), &social.callback("example")).await;
+    let (status, location) = callback(&mut browser, &url).await;
+    assert_eq!((status, location.as_str()), (302, "/welcome"));
+    assert_eq!(me(&mut browser).await.1["username"], "ivy");
+}
+
+#[tokio::test]
 async fn github_signs_in_with_its_verified_address_only() {
     let social = social_stack(|_| {}).await;
     social
