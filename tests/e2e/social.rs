@@ -608,6 +608,40 @@ async fn an_unreachable_provider_is_a_503_naming_it() {
 }
 
 #[tokio::test]
+async fn sign_ins_that_queue_behind_a_failed_discovery_do_not_each_ask_the_provider_again() {
+    // An OpenID provider that accepts connections and hangs up at once; it counts them.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("providers.toml");
+    let toml = format!(
+        "[[provider]]\nname = \"flaky\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"x\"\nclient_secret = \"y\"\n"
+    );
+    std::fs::write(&file, toml).unwrap();
+    let db = TestDb::new().await;
+    let mut config = config(&db);
+    config.providers_file = Some(file);
+    let stack = Stack::start_with(db, config, |_| {}).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let begins = (0..8).map(|_| {
+        let request = client.get(format!("{}/auth/flaky/login", stack.facade.base()));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let answers = join_all(begins).await;
+    assert!(answers.iter().all(|&status| status == 503), "{answers:?}");
+    let asked = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(asked <= 2, "eight sign-ins at once asked the provider {asked} times");
+}
+
+#[tokio::test]
 async fn a_provider_that_stops_answering_is_a_503_and_sign_ins_resume_when_it_is_back() {
     // A budget of one failure: the provider's outage is not the client's, and costs it nothing.
     let social = social_stack(|config| config.login_max_failures = 1).await;

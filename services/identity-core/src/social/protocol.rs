@@ -31,6 +31,9 @@ type OidcClient =
 const DISCOVERY_TTL: Duration = Duration::from_secs(15 * 60);
 /// A token with an unknown key re-fetches the JWKS at most this often.
 const REFETCH_AFTER: Duration = Duration::from_secs(10);
+/// After a failed discovery with no document to fall back on, sign-ins are refused at once for
+/// this long: those that queued behind it do not each wait for the provider again.
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
 /// Every call to a provider: connecting, and the whole answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,12 +59,21 @@ pub(crate) struct Request {
 /// One configured provider and, for OpenID Connect, its discovery document once fetched.
 pub(crate) struct Provider {
     pub settings: ProviderSettings,
-    discovered: tokio::sync::Mutex<Option<(OidcClient, Instant)>>,
+    discovered: tokio::sync::Mutex<Discovered>,
+}
+
+/// What is known of an OpenID provider's discovery document.
+#[derive(Default)]
+struct Discovered {
+    /// The client it made, and when it was fetched.
+    client: Option<(OidcClient, Instant)>,
+    /// When the last fetch failed, if it did.
+    failed_at: Option<Instant>,
 }
 
 impl Provider {
     pub fn new(settings: ProviderSettings) -> Self {
-        Provider { settings, discovered: tokio::sync::Mutex::new(None) }
+        Provider { settings, discovered: tokio::sync::Mutex::new(Discovered::default()) }
     }
 
     /// The URL to send the browser to, with `state`, `nonce` (OpenID Connect) and a PKCE S256
@@ -124,27 +136,35 @@ impl Provider {
     /// The client of the discovered provider, fetching the document when there is none, it
     /// is older than `DISCOVERY_TTL`, or `refetch` (and the last fetch is `REFETCH_AFTER` old).
     /// A provider that cannot be reached: its last document if there is one, else
-    /// `ProviderUnavailable`.
+    /// `ProviderUnavailable` — at once for `FAILURE_MEMORY` after a failed fetch. One fetch at
+    /// a time: those who wait for it then find its document (or its failure).
     async fn oidc_client(&self, http: &reqwest::Client, refetch: bool) -> CoreResult<OidcClient> {
         let mut discovered = self.discovered.lock().await;
-        if let Some((client, at)) = discovered.as_ref() {
+        if let Some((client, at)) = discovered.client.as_ref() {
             let age = at.elapsed();
             if age < DISCOVERY_TTL && !(refetch && age >= REFETCH_AFTER) {
                 return Ok(client.clone());
             }
         }
+        let failed_lately = discovered.failed_at.is_some_and(|at| at.elapsed() < FAILURE_MEMORY);
+        if failed_lately && discovered.client.is_none() {
+            return Err(CoreError::Social(SocialError::ProviderUnavailable));
+        }
         match self.discover(http).await {
             Ok(client) => {
-                *discovered = Some((client.clone(), Instant::now()));
+                *discovered = Discovered { client: Some((client.clone(), Instant::now())), failed_at: None };
                 Ok(client)
             }
-            Err(error) => match discovered.as_ref() {
-                Some((client, _)) => {
-                    tracing::warn!(provider = %self.settings.name, %error, "discovery failed; using the last document");
-                    Ok(client.clone())
+            Err(error) => {
+                discovered.failed_at = Some(Instant::now());
+                match discovered.client.as_ref() {
+                    Some((client, _)) => {
+                        tracing::warn!(provider = %self.settings.name, %error, "discovery failed; using the last document");
+                        Ok(client.clone())
+                    }
+                    None => Err(error),
                 }
-                None => Err(error),
-            },
+            }
         }
     }
 
