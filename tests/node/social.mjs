@@ -40,7 +40,7 @@ try {
   const cookies = await context.cookies(base);
   const session = cookies.find((cookie) => cookie.name === 'sessionid');
   check('the session cookie is HttpOnly', Boolean(session && session.httpOnly));
-  check('the state cookie is gone', !cookies.some((cookie) => cookie.name === 'social_state' && cookie.value));
+  check('the binding cookie is gone', !cookies.some((cookie) => cookie.name === 'social_binding' && cookie.value));
   await page.waitForSelector('#identities li', { timeout: TIMEOUT });
   const identity = await page.textContent('#identities li');
   check('the linked account is listed', identity.startsWith(`${provider}:`), identity);
