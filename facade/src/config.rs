@@ -36,6 +36,10 @@ pub struct Config {
     )]
     pub identity_url: String,
 
+    /// HTTP/2 connections to each identity-service URL; calls go round-robin over them.
+    #[arg(long, env = "FACADE_IDENTITY_CONNECTIONS", value_name = "FACADE_IDENTITY_CONNECTIONS", default_value_t = 1)]
+    pub identity_connections: usize,
+
     /// PEM CA certificate(s) the identity service's certificate must chain to (a private CA).
     #[arg(long, env = "FACADE_IDENTITY_CA", value_name = "FACADE_IDENTITY_CA")]
     pub identity_ca: Option<PathBuf>,
@@ -201,16 +205,26 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let urls = self.identity_urls();
         if urls.is_empty() {
-            return Err(ConfigError("FACADE_IDENTITY_URL: expected one or more http:// or https:// URLs".into()));
+            return Err(ConfigError(
+                "FACADE_IDENTITY_URL: expected one or more http://, https:// or unix:// URLs".into(),
+            ));
         }
         for url in &urls {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.parse::<tonic::transport::Uri>().is_err()
-            {
+            let valid = match url.strip_prefix("unix://") {
+                Some(path) => path.starts_with('/'),
+                None => {
+                    (url.starts_with("http://") || url.starts_with("https://"))
+                        && url.parse::<tonic::transport::Uri>().is_ok()
+                }
+            };
+            if !valid {
                 return Err(ConfigError(format!(
-                    "FACADE_IDENTITY_URL: expected an http:// or https:// URL, got {url:?}"
+                    "FACADE_IDENTITY_URL: expected an http://, https:// or unix:///absolute/path URL, got {url:?}"
                 )));
             }
+        }
+        if !(1..=64).contains(&self.identity_connections) {
+            return Err(ConfigError("FACADE_IDENTITY_CONNECTIONS must be between 1 and 64".into()));
         }
         self.identity_tls()?;
         for (name, value) in [

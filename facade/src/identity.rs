@@ -35,7 +35,9 @@ const PASS_OVER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Upstream {
     url: String,
-    channel: Channel,
+    /// One per HTTP/2 connection (`FACADE_IDENTITY_CONNECTIONS`), taken round-robin.
+    channels: Vec<Channel>,
+    next: AtomicUsize,
     /// Milliseconds (since `IdentityClient::epoch`) until which it is passed over.
     down_until: AtomicU64,
 }
@@ -52,20 +54,42 @@ pub struct IdentityClient {
     metrics: Arc<Metrics>,
 }
 
+impl Upstream {
+    /// The next of its connections, round-robin.
+    fn channel(&self) -> Channel {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        self.channels[index].clone()
+    }
+}
+
+/// A channel over the Unix socket at `path`, with `endpoint`'s timeouts; connected lazily
+/// (and again after the identity service restarts), as a TCP channel is.
+fn unix_channel(endpoint: &Endpoint, path: std::path::PathBuf) -> Channel {
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+    }))
+}
+
 impl IdentityClient {
     /// Connects lazily: the facade starts (and answers SERVICE_UNAVAILABLE) even while the
     /// identity service is down. `https://` URLs speak TLS as `tls` says; an `https://` URL
-    /// without it is refused, never spoken in plaintext.
+    /// without it is refused, never spoken in plaintext. `unix:///path` is the identity
+    /// service's Unix socket (`IDENTITY_GRPC_UDS`) on this host. `connections` HTTP/2
+    /// connections are made to each.
     pub fn new(
         urls: &[String],
+        connections: usize,
         timeout: Duration,
         tls: Option<&ClientTlsConfig>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, InvalidUrl> {
         let mut upstreams = Vec::with_capacity(urls.len());
         for url in urls {
+            let socket = url.strip_prefix("unix://").map(std::path::PathBuf::from);
+            let address = if socket.is_some() { "http://localhost" } else { url.as_str() };
             let mut endpoint =
-                Endpoint::from_shared(url.clone()).map_err(|error| InvalidUrl(format!("{url}: {error}")))?;
+                Endpoint::from_shared(address.to_owned()).map_err(|error| InvalidUrl(format!("{url}: {error}")))?;
             if url.starts_with("https://") {
                 let tls = tls.ok_or_else(|| InvalidUrl(format!("{url}: https:// without a TLS configuration")))?;
                 endpoint = endpoint.tls_config(tls.clone()).map_err(|error| InvalidUrl(format!("{url}: {error}")))?;
@@ -76,9 +100,16 @@ impl IdentityClient {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_while_idle(true);
+            let channels = (0..connections.max(1))
+                .map(|_| match &socket {
+                    Some(path) => unix_channel(&endpoint, path.clone()),
+                    None => endpoint.connect_lazy(),
+                })
+                .collect();
             upstreams.push(Upstream {
                 url: url.clone(),
-                channel: endpoint.connect_lazy(),
+                channels,
+                next: AtomicUsize::new(0),
                 down_until: AtomicU64::new(0),
             });
         }
@@ -119,7 +150,7 @@ impl IdentityClient {
     }
 
     fn channel(&self) -> Channel {
-        self.upstreams[self.pick()].channel.clone()
+        self.upstreams[self.pick()].channel()
     }
 
     pub fn users(&self) -> UserServiceClient<Channel> {
@@ -151,7 +182,7 @@ impl IdentityClient {
             let index = self.pick();
             let upstream = &self.upstreams[index];
             let started = std::time::Instant::now();
-            result = AuthServiceClient::new(upstream.channel.clone()).authenticate(request.clone()).await;
+            result = AuthServiceClient::new(upstream.channel()).authenticate(request.clone()).await;
             self.metrics.authenticate(&upstream.url, result.is_ok(), started.elapsed());
             self.report(index, &result);
             if !matches!(&result, Err(status) if unreachable(status)) {
@@ -165,7 +196,7 @@ impl IdentityClient {
     /// `Login`, counted by outcome.
     pub async fn login(&self, request: tonic::Request<pb::LoginRequest>) -> Result<pb::LoginResponse, ApiError> {
         let index = self.pick();
-        let result = AuthServiceClient::new(self.upstreams[index].channel.clone()).login(request).await;
+        let result = AuthServiceClient::new(self.upstreams[index].channel()).login(request).await;
         self.report(index, &result);
         let result = result.map(tonic::Response::into_inner).map_err(ApiError::from);
         self.metrics.login(match &result {
@@ -184,7 +215,7 @@ impl IdentityClient {
     pub async fn ready(&self) -> Result<(), ApiError> {
         let mut last = ApiError::new(ErrorKind::ServiceUnavailable, "the identity service is unreachable");
         for upstream in self.upstreams.iter() {
-            let mut health = HealthClient::new(upstream.channel.clone());
+            let mut health = HealthClient::new(upstream.channel());
             match health.check(HealthCheckRequest { service: String::new() }).await {
                 Ok(response) if response.get_ref().status() == ServingStatus::Serving => return Ok(()),
                 Ok(_) => {

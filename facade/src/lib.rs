@@ -69,9 +69,14 @@ pub async fn serve(
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
     let tls = config.identity_tls()?;
-    let identity =
-        IdentityClient::new(&config.identity_urls(), config.identity_timeout.into(), tls.as_ref(), metrics.clone())
-            .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?;
+    let identity = IdentityClient::new(
+        &config.identity_urls(),
+        config.identity_connections,
+        config.identity_timeout.into(),
+        tls.as_ref(),
+        metrics.clone(),
+    )
+    .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?;
     let discovery = Discovery::new(identity.clone());
     let schema = graphql::schema(graphql::Limits {
         depth: config.max_depth,

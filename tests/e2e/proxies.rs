@@ -5,6 +5,7 @@
 
 use e2e::*;
 use futures::future::join_all;
+use identity_proto::pb;
 use serde_json::json;
 
 /// A `tokenAuth` through the facade as if relayed by a proxy for `forwarded_for`; the error
@@ -165,4 +166,42 @@ async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget()
     assert_eq!(redirect.status(), 301);
     assert!(redirect.headers()["location"].to_str().unwrap().starts_with("https://"));
     proxy.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn over_the_identity_services_unix_socket_the_facade_still_names_the_end_user() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("identity.sock");
+    let mut identity = config(&db);
+    identity.grpc_uds = Some(socket.clone());
+    let service = Service::start(identity).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is its owner's only");
+    let mut facade = facade_config(&service);
+    facade.identity_url = format!("unix://{}", socket.display());
+    facade.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let facade = Facade::start(facade).await;
+    sign_up(&mut service.users(), "uma").await;
+
+    // A login through the facade, relayed by a proxy for 203.0.113.9, then whoami with its token.
+    let query = format!("mutation {{ tokenAuth(username: \"uma\", password: \"{PASSWORD}\") {{ token }} }}");
+    let request = reqwest::Client::new().post(facade.url()).header("x-forwarded-for", "203.0.113.9");
+    let body = json_of(request.json(&json!({ "query": query }))).await;
+    let token = body["data"]["tokenAuth"]["token"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let request = reqwest::Client::new().post(facade.url()).bearer_auth(&token);
+    let body = json_of(request.json(&json!({"query": "{ whoami { username } }"}))).await;
+    assert_eq!(body["data"]["whoami"]["username"], "uma", "{body}");
+
+    // A peer on the socket counts as loopback, a trusted forwarder: the session names the end
+    // user, not the facade (nor nobody).
+    let sessions = service.auth().list_sessions(bearer(pb::ListSessionsRequest::default(), &token)).await;
+    let sessions = sessions.unwrap().into_inner().sessions;
+    assert_eq!(sessions[0].client_ip, "203.0.113.9", "{sessions:?}");
+
+    // The socket is removed when the service stops.
+    facade.stop().await;
+    service.stop().await.unwrap();
+    assert!(!socket.exists(), "the socket file is gone");
 }

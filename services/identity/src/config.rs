@@ -31,6 +31,13 @@ pub struct Config {
     #[arg(long, env = "IDENTITY_GRPC_ADDR", value_name = "IDENTITY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
+    /// Also serve gRPC on this Unix domain socket, for a facade on the same host
+    /// (`FACADE_IDENTITY_URL=unix:///path`): plaintext, the file owner-only (a stale one is
+    /// replaced, and it is removed at exit). Its peers count as loopback (trusted forwarders by
+    /// default). Not with `IDENTITY_TLS_CERT`.
+    #[arg(long, env = "IDENTITY_GRPC_UDS", value_name = "IDENTITY_GRPC_UDS")]
+    pub grpc_uds: Option<PathBuf>,
+
     /// PEM certificate chain: the gRPC port speaks TLS only (with `IDENTITY_TLS_KEY`). Unset:
     /// plaintext, for loopback or a network that is itself encrypted.
     #[arg(long, env = "IDENTITY_TLS_CERT", value_name = "IDENTITY_TLS_CERT")]

@@ -71,7 +71,10 @@ impl Forwarders {
     pub fn client_info<T>(&self, request: &Request<T>) -> ClientInfo {
         let metadata = request.metadata();
         let header = |name: &str| metadata.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
-        let peer = request.remote_addr().map(|addr| addr.ip());
+        // A peer on the Unix socket is a process of this host: it counts as loopback.
+        let local = request.extensions().get::<tonic::transport::server::UdsConnectInfo>().is_some();
+        let peer =
+            request.remote_addr().map(|addr| addr.ip()).or(local.then_some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
         let forwarded = header("x-forwarded-for")
             .filter(|_| peer.is_some_and(|peer| self.trusts(peer)))
             .and_then(|list| list.split(',').next())
