@@ -366,6 +366,10 @@ impl Settings {
         // An access token outliving its session is not refused: tokens never outlive their
         // session (they are cut at its expiry), whatever the settings say.
         checks.push(at_least("session_cache_ttl", self.session_cache_ttl, Duration::from_millis(100), "100ms"));
+        // Rotation times are stored in whole seconds (`sessions::refresh::grace_closed`).
+        if self.refresh_reuse_grace.subsec_nanos() != 0 {
+            checks.push(Err(CoreError::invalid("refresh_reuse_grace", "is counted in whole seconds (0s for none)")));
+        }
         checks.push(self.password_cost.check());
         checks.push(self.throttle.check());
         checks.push(self.keys.check());

@@ -43,7 +43,7 @@ impl Identity {
             row = self.find_refresh(refresh_token).await?;
         }
         let rotated_at = row.rotated_at.unwrap_or(now);
-        if now - rotated_at >= clock::secs(self.settings().refresh_reuse_grace) {
+        if grace_closed(now - rotated_at, self.settings().refresh_reuse_grace) {
             tracing::warn!(session_id = %row.session_id, "refresh token reused: revoking the session");
             self.revoke(&row.session_id, RevokeReason::RefreshTokenReuse).await?;
             return Err(CoreError::SessionDead(DeadReason::RefreshTokenReused));
@@ -92,7 +92,9 @@ impl Identity {
     /// Erases the successors of refresh tokens whose grace has closed: from then on they only
     /// prove theft. Returns how many were erased.
     pub async fn erase_spent_successors(&self) -> CoreResult<u64> {
-        let cutoff = clock::now() - clock::secs(self.settings().refresh_reuse_grace);
+        // Rotated at or before `cutoff`: `grace_closed` for every such row.
+        let grace = self.settings().refresh_reuse_grace;
+        let cutoff = clock::now() - clock::secs(grace) - i64::from(!grace.is_zero());
         let sealed = || {
             refresh_tokens::Entity::find()
                 .filter(refresh_tokens::Column::SuccessorSealed.is_not_null())
@@ -179,4 +181,32 @@ pub(super) async fn insert_refresh(
     .exec_without_returning(db)
     .await?;
     Ok(())
+}
+
+/// Whether a refresh token rotated `elapsed` whole seconds ago is past its reuse grace.
+/// Stored times are whole seconds, so `elapsed` may read up to a second short or long of the
+/// real time: a grace closes only once `elapsed` exceeds it, so a retry is never called theft
+/// before the grace has really passed (and at most a second after). A grace of zero makes every
+/// reuse theft.
+fn grace_closed(elapsed: i64, grace: std::time::Duration) -> bool {
+    if grace.is_zero() {
+        return true;
+    }
+    elapsed > clock::secs(grace)
+}
+
+#[cfg(test)]
+mod grace_tests {
+    use std::time::Duration;
+
+    use super::grace_closed;
+
+    #[test]
+    fn a_retry_across_a_second_boundary_is_within_the_grace() {
+        let grace = Duration::from_secs(1);
+        // Rotated at x.999, retried at (x+1).001: two milliseconds, one second by the clock.
+        assert!(!grace_closed(1, grace));
+        assert!(grace_closed(2, grace));
+        assert!(grace_closed(0, Duration::ZERO));
+    }
 }
