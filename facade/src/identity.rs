@@ -15,7 +15,10 @@ use identity_proto::pb::{
     self, account_service_client::AccountServiceClient, auth_service_client::AuthServiceClient,
     social_service_client::SocialServiceClient, user_service_client::UserServiceClient,
 };
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{
+    codegen::http,
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::{
@@ -144,28 +147,36 @@ impl IdentityClient {
         if let Err(status) = result
             && unreachable(status)
         {
-            let until = self.now() + u64::try_from(PASS_OVER.as_millis()).unwrap_or(1000);
-            self.upstreams[index].down_until.store(until, Ordering::Relaxed);
+            self.pass_over(index);
         }
     }
 
-    fn channel(&self) -> Channel {
-        self.upstreams[self.pick()].channel()
+    /// Passes replica `index` over for a while.
+    fn pass_over(&self, index: usize) {
+        let until = self.now() + u64::try_from(PASS_OVER.as_millis()).unwrap_or(1000);
+        self.upstreams[index].down_until.store(until, Ordering::Relaxed);
     }
 
-    pub fn users(&self) -> UserServiceClient<Channel> {
+    /// A connection to the next replica that answers, which passes its replica over when a
+    /// call through it cannot reach it.
+    fn channel(&self) -> Routed {
+        let index = self.pick();
+        Routed { channel: self.upstreams[index].channel(), client: self.clone(), index }
+    }
+
+    pub fn users(&self) -> UserServiceClient<Routed> {
         UserServiceClient::new(self.channel())
     }
 
-    pub fn auth(&self) -> AuthServiceClient<Channel> {
+    pub fn auth(&self) -> AuthServiceClient<Routed> {
         AuthServiceClient::new(self.channel())
     }
 
-    pub fn accounts(&self) -> AccountServiceClient<Channel> {
+    pub fn accounts(&self) -> AccountServiceClient<Routed> {
         AccountServiceClient::new(self.channel())
     }
 
-    pub fn social(&self) -> SocialServiceClient<Channel> {
+    pub fn social(&self) -> SocialServiceClient<Routed> {
         SocialServiceClient::new(self.channel())
     }
 
@@ -230,6 +241,42 @@ impl IdentityClient {
             }
         }
         Err(last)
+    }
+}
+
+/// The connection to one replica that every call but `Authenticate` and `Login` (which note
+/// the answer's status themselves) goes through: a call that fails in transport (refused,
+/// reset, timed out) passes the replica over, so the calls after it go to the others.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    channel: Channel,
+    client: IdentityClient,
+    index: usize,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Routed {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, context: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        let ready = self.channel.poll_ready(context);
+        if let std::task::Poll::Ready(Err(_)) = &ready {
+            self.client.pass_over(self.index);
+        }
+        ready
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let response = self.channel.call(request);
+        let (client, index) = (self.client.clone(), self.index);
+        Box::pin(async move {
+            let response = response.await;
+            if response.is_err() {
+                client.pass_over(index);
+            }
+            response
+        })
     }
 }
 
