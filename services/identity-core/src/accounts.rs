@@ -26,7 +26,7 @@ use crate::{
         outbox::{self, Claimed, Queued},
     },
     passwords,
-    sessions::revoke::revoke_sessions_in,
+    store::revoke_sessions_in,
     throttle, tokens,
     users::{Principal, User, check_email, check_id, key},
 };

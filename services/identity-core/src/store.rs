@@ -13,7 +13,11 @@ use sea_orm::{
     },
 };
 
-use crate::error::CoreError;
+use crate::{
+    clock,
+    error::{CoreError, CoreResult},
+    events::RevokeReason,
+};
 
 /// How the store talks to its database.
 #[derive(Debug, Clone)]
@@ -199,6 +203,28 @@ impl From<DbErr> for CoreError {
             CoreError::Internal(format!("database: {error}"))
         }
     }
+}
+
+/// Revokes every live session of a user but `except`, in one statement and within the caller's
+/// transaction (a password reset revokes in the transaction that sets the password, so that
+/// one never holds without the other). Returns their ids, for `announce_all_revoked` once the
+/// transaction commits. Here, below `sessions`, `users` and `accounts`, which all run it.
+pub(crate) async fn revoke_sessions_in(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    reason: RevokeReason,
+    except: Option<&str>,
+) -> CoreResult<Vec<String>> {
+    const REVOKE: &str = "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 \
+        WHERE user_id = $1 AND revoked_at IS NULL AND id <> $4 RETURNING id";
+    let values: [Value; 4] =
+        [user_id.to_owned().into(), clock::now().into(), reason.as_str().into(), except.unwrap_or("").into()];
+    let rows = db.query_all_raw(Statement::from_sql_and_values(db.get_database_backend(), REVOKE, values)).await?;
+    let ids = rows.iter().map(|row| row.try_get::<String>("", "id")).collect::<Result<Vec<_>, _>>()?;
+    for session_id in &ids {
+        tracing::info!(%session_id, reason = reason.as_str(), "session revoked");
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]

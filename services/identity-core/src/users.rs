@@ -19,8 +19,8 @@ use crate::{
     keys::Claims,
     mail::{MailKind, outbox::Queued},
     passwords::{self, Verified},
-    sessions::revoke::revoke_sessions_in,
-    store, tokens,
+    store::{self, revoke_sessions_in},
+    tokens,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

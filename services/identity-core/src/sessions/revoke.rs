@@ -1,7 +1,7 @@
 //! Listing sessions and ending them: logout, revocation by id, every session of a user. Each
 //! revocation is published, and the caches and watchers learn of it from that event.
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Statement, Value, sea_query::Expr};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr};
 
 use super::SessionView;
 use crate::{
@@ -9,6 +9,7 @@ use crate::{
     entities::sessions,
     error::{CoreError, CoreResult},
     events::{Event, RevokeReason, SessionEvent, SessionEventKind},
+    store::revoke_sessions_in,
     users::{Principal, Role, User, check_id},
 };
 
@@ -167,26 +168,4 @@ impl Identity {
         }
         Ok(())
     }
-}
-
-/// Revokes every live session of a user but `except`, in one statement and within the caller's
-/// transaction (a password reset revokes in the transaction that sets the password, so that
-/// one never holds without the other). Returns their ids, for `announce_all_revoked` once the
-/// transaction commits.
-pub(crate) async fn revoke_sessions_in(
-    db: &impl ConnectionTrait,
-    user_id: &str,
-    reason: RevokeReason,
-    except: Option<&str>,
-) -> CoreResult<Vec<String>> {
-    const REVOKE: &str = "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 \
-        WHERE user_id = $1 AND revoked_at IS NULL AND id <> $4 RETURNING id";
-    let values: [Value; 4] =
-        [user_id.to_owned().into(), clock::now().into(), reason.as_str().into(), except.unwrap_or("").into()];
-    let rows = db.query_all_raw(Statement::from_sql_and_values(db.get_database_backend(), REVOKE, values)).await?;
-    let ids = rows.iter().map(|row| row.try_get::<String>("", "id")).collect::<Result<Vec<_>, _>>()?;
-    for session_id in &ids {
-        tracing::info!(%session_id, reason = reason.as_str(), "session revoked");
-    }
-    Ok(ids)
 }
