@@ -1,5 +1,5 @@
 //! `sessionEvents`: what happens to the caller's session, live, over the websocket. The
-//! events come from the socket's `WatchSession` stream (see `websocket`).
+//! events come from the socket's `WatchSession` stream (see `graphql_ws`).
 
 use std::sync::{
     Arc,

@@ -332,13 +332,23 @@ async fn run_keys(identity: Identity, metrics: Arc<metrics::Metrics>) {
     let mut events = identity.events().subscribe();
     let mut ticks = tokio::time::interval(KEYS_POLL_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A failing step is logged once at warn when it starts failing (then at debug each second,
+    // not flooding the log through a database outage), and once when it works again.
+    let mut failing = false;
     loop {
         tokio::select! {
-            _ = ticks.tick() => {
-                if let Err(error) = identity.maintain_keys().await {
-                    tracing::debug!(%error, "signing keys: the scheduled step failed; it runs again in a second");
+            _ = ticks.tick() => match identity.maintain_keys().await {
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "signing keys: the scheduled step failed; it runs again every second");
                 }
-            }
+                Err(error) => tracing::debug!(%error, "signing keys: the scheduled step failed again"),
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("signing keys: the scheduled step works again");
+                }
+                Ok(_) => {}
+            },
             received = events.recv() => match received {
                 Ok(identity_core::Event::KeysChanged) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     if let Err(error) = identity.reload_keys().await {
