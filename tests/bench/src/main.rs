@@ -9,6 +9,7 @@
 mod baselines;
 mod load;
 mod procs;
+mod profile;
 mod replicas;
 mod report;
 
@@ -78,6 +79,13 @@ enum Sub {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// Where the CPU of scenarios 1 and 3 goes, by `perf record` on both processes (needs
+    /// perf: Debian's linux-perf), and of the floor's whoami.
+    Profile {
+        /// How the facade reaches the identity service: `tcp` or `unix`.
+        #[arg(long, default_value = "tcp")]
+        link: String,
+    },
 }
 
 fn main() {
@@ -86,6 +94,7 @@ fn main() {
     match cli.command {
         Some(Sub::Floor { addr, secret }) => runtime.block_on(baselines::serve_floor(addr, secret)),
         Some(Sub::Trivial { addr }) => runtime.block_on(baselines::serve_trivial(addr)),
+        Some(Sub::Profile { ref link }) => runtime.block_on(profile_run(&cli, link == "unix")),
         None => runtime.block_on(run(&cli)),
     }
 }
@@ -97,8 +106,21 @@ struct Stack {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// How the facade reaches the identity service.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    /// Over loopback TCP, with this many HTTP/2 connections.
+    Tcp(usize),
+    /// Over a Unix domain socket (`IDENTITY_GRPC_UDS`), one connection.
+    Unix,
+}
+
 impl Stack {
     fn start(database_url: &str, dir: Option<tempfile::TempDir>) -> Self {
+        Self::start_linked(database_url, dir, Link::Tcp(1))
+    }
+
+    fn start_linked(database_url: &str, dir: Option<tempfile::TempDir>, link: Link) -> Self {
         let grpc = free_addr();
         let mut command = Command::new(sibling("identity-service"));
         command
@@ -113,13 +135,22 @@ impl Stack {
             .env("IDENTITY_LOGIN_ACCOUNT_MAX_FAILURES", "1000000")
             .env("IDENTITY_LOGIN_ADDRESS_MAX_FAILURES", "1000000")
             .env("RUST_LOG", "warn");
+        let (identity_url, connections) = match link {
+            Link::Tcp(connections) => (format!("http://{grpc}"), connections),
+            Link::Unix => {
+                let socket = dir.as_ref().expect("a directory for the socket").path().join("identity.sock");
+                command.env("IDENTITY_GRPC_UDS", &socket);
+                (format!("unix://{}", socket.display()), 1)
+            }
+        };
         let mut identity = Proc::spawn("identity", command, grpc);
         identity.wait_listening();
         let http = free_addr();
         let mut command = Command::new(sibling("graphql-facade"));
         command
             .env("FACADE_HTTP_ADDR", http.to_string())
-            .env("FACADE_IDENTITY_URL", format!("http://{grpc}"))
+            .env("FACADE_IDENTITY_URL", identity_url)
+            .env("FACADE_IDENTITY_CONNECTIONS", connections.to_string())
             .env("RUST_LOG", "warn");
         let mut facade = Proc::spawn("facade", command, http);
         facade.wait_listening();
@@ -227,8 +258,24 @@ async fn run(cli: &Cli) {
         ("2", "whoami, sessionid cookie, SQLite", Post { url: &url, body: WHOAMI, headers: &[("Cookie", &cookie)] }),
         ("3", "verifyToken, SQLite", Post { url: &url, body: &verify_body, headers: &[] }),
     ];
+    // The levers on the facade ↔ identity hop, each a stack of its own read against the same
+    // floor: row 1 with the hop over a Unix socket, and over several HTTP/2 connections.
+    let levers = [
+        ("1.u", "whoami, Bearer RS256, SQLite; the hop over a Unix socket", Link::Unix),
+        ("1.c", "whoami, Bearer RS256, SQLite; the hop over 4 HTTP/2 connections", Link::Tcp(4)),
+    ];
+    let mut lever_stacks = Vec::new();
+    for (_, _, link) in &levers {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
+        let lever = Stack::start_linked(&sqlite, Some(dir), *link);
+        let login = sign_up_and_log_in(&lever.channel().await, "bench").await;
+        let (url, bearer) = (lever.graphql_url(), format!("Bearer {}", login.access_token));
+        lever_stacks.push((lever, url, bearer));
+    }
     let mut floor_runs = Runs::new();
     let mut runs: Vec<Runs> = scenarios.iter().map(|_| Runs::new()).collect();
+    let mut lever_runs: Vec<Runs> = levers.iter().map(|_| Runs::new()).collect();
     for _ in 0..cli.runs.max(1) {
         let meter = CpuMeter::start(&[&floor]);
         let floor_load = load::wrk(&floor_post, cli.connections, seconds).await;
@@ -236,9 +283,17 @@ async fn run(cli: &Cli) {
         for ((_, _, post), runs) in scenarios.iter().zip(&mut runs) {
             runs.push(http_row(&stack, post, "bench", cli.connections, seconds).await);
         }
+        for ((lever, url, bearer), runs) in lever_stacks.iter().zip(&mut lever_runs) {
+            let post = Post { url, body: WHOAMI, headers: &[("Authorization", bearer)] };
+            runs.push(http_row(lever, &post, "bench", cli.connections, seconds).await);
+        }
     }
+    drop(lever_stacks);
     let floor = report.baseline("floor: bare poem + async-graphql whoami, HS256 verify", "floor", floor_runs);
     for ((id, name, _), runs) in scenarios.iter().zip(runs) {
+        report.row(Row::new(id, name, runs, floor, Target::CpuPerRequest(1.7)));
+    }
+    for ((id, name, _), runs) in levers.iter().zip(lever_runs) {
         report.row(Row::new(id, name, runs, floor, Target::CpuPerRequest(1.7)));
     }
 
@@ -357,6 +412,43 @@ fn splice(document: &str, table: &str) -> String {
         _ if document.is_empty() => format!("# Benchmarks\n\n{block}"),
         _ => format!("{}\n{block}", document.trim_end()),
     }
+}
+
+/// `bench profile`: the floor, then scenarios 1 and 3, each sampled by perf.
+async fn profile_run(cli: &Cli, unix: bool) {
+    let seconds = Duration::from_secs(cli.seconds);
+    let secret = uuid::Uuid::new_v4().to_string();
+    let floor_addr = free_addr();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["floor", "--addr", &floor_addr.to_string(), "--secret", &secret]);
+    let mut floor = Proc::spawn("floor", command, floor_addr);
+    floor.wait_listening();
+    let floor_url = format!("http://{floor_addr}/graphql");
+    let floor_bearer = format!("Bearer {}", baselines::floor_token(&secret));
+    let floor_post = Post { url: &floor_url, body: WHOAMI, headers: &[("Authorization", &floor_bearer)] };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
+    let perf = tempfile::tempdir().unwrap();
+    let link = if unix { Link::Unix } else { Link::Tcp(1) };
+    let stack = Stack::start_linked(&sqlite, Some(dir), link);
+    let login = sign_up_and_log_in(&stack.channel().await, "bench").await;
+    let url = stack.graphql_url();
+    let bearer = format!("Bearer {}", login.access_token);
+    let verify_body = serde_json::json!({
+        "query": "mutation($t: String!) { verifyToken(token: $t) { payload } }",
+        "variables": {"t": login.access_token},
+    })
+    .to_string();
+    println!("== floor: whoami");
+    profile::run(&[&floor], &floor_post, cli.connections, seconds, perf.path()).await;
+    println!("\n== 1. whoami, Bearer RS256 ({link:?})");
+    let post = Post { url: &url, body: WHOAMI, headers: &[("Authorization", &bearer)] };
+    check(&post, "bench").await;
+    profile::run(&[&stack.facade, &stack.identity], &post, cli.connections, seconds, perf.path()).await;
+    println!("\n== 3. verifyToken ({link:?})");
+    let post = Post { url: &url, body: &verify_body, headers: &[] };
+    check(&post, "bench").await;
+    profile::run(&[&stack.facade, &stack.identity], &post, cli.connections, seconds, perf.path()).await;
 }
 
 /// Loads the facade with `post` and returns what it measured and the CPU of both processes.
