@@ -431,6 +431,54 @@ async fn a_dump_of_the_keys_table_holds_no_private_key_and_a_wrong_kek_is_one_cl
 }
 
 #[tokio::test]
+async fn a_restore_without_its_kek_starts_only_after_rotate_now_under_a_new_one_and_old_tokens_still_verify() {
+    let db = TestDb::new().await;
+    let lost = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let new = "HxwdHhscGRoXGBkUFRYTERAPDg0MCwoJCAcGBQQDAgE=";
+    let service =
+        IdentityProcess::start(&[("IDENTITY_DATABASE_URL", db.url.as_str()), ("IDENTITY_KEY_ENCRYPTION_KEY", lost)])
+            .await;
+    sign_up(&mut service.users(), "restored").await;
+    let before = log_in(&mut service.auth(), "restored").await.access_token;
+    service.kill().await;
+
+    // The KEK is lost: the service does not start under another one...
+    let dir = tempfile::tempdir().unwrap();
+    let refused = tokio::process::Command::new(binary("identity-service"))
+        .env_clear()
+        .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .env("IDENTITY_KEY_ENCRYPTION_KEY", new)
+        .env("IDENTITY_JWT_ALG", "ES256")
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("the wrong key?"), "{}", text(&refused.stderr));
+
+    // ...until `keys rotate --now` under the new KEK, as docs/keys.md says to do.
+    let rotated = keys_command_with(&db, &["rotate", "--now"], &[("IDENTITY_KEY_ENCRYPTION_KEY", new)]).await;
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let service =
+        IdentityProcess::start(&[("IDENTITY_DATABASE_URL", db.url.as_str()), ("IDENTITY_KEY_ENCRYPTION_KEY", new)])
+            .await;
+    // Tokens signed before verify (public keys are not sealed), however many ask at once; new
+    // ones are signed by the new key.
+    let checks = (0..20).map(|_| {
+        let mut auth = service.auth();
+        let token = before.clone();
+        async move { auth.verify_token(pb::VerifyTokenRequest { token }).await }
+    });
+    for check in join_all(checks).await {
+        check.expect("a token signed before the restore");
+    }
+    let after = log_in(&mut service.auth(), "restored").await.access_token;
+    assert_ne!(kid_of(&after), kid_of(&before));
+    service.auth().verify_token(pb::VerifyTokenRequest { token: after }).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_database_from_before_encryption_upgrades_keeps_its_kid_and_its_tokens_verify() {
     let db = TestDb::new().await;
     let (fixture, token) = match db.is_postgres() {
