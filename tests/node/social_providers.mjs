@@ -173,8 +173,13 @@ githubServer.on('request', async (req, res) => {
       if (url.searchParams.get('client_id') !== clientId || !redirectUris.includes(redirectUri)) {
         return send(res, 400, { error: 'redirect_uri_mismatch' });
       }
-      const code = crypto.randomBytes(10).toString('hex');
+      // Stricter than GitHub (where PKCE is optional): a sign-in without an S256 challenge is
+      // refused, so that a client that stopped sending one fails the tests.
       const challenge = url.searchParams.get('code_challenge');
+      if (!challenge || url.searchParams.get('code_challenge_method') !== 'S256') {
+        return send(res, 400, { error: 'invalid_request', error_description: 'PKCE S256 is required here.' });
+      }
+      const code = crypto.randomBytes(10).toString('hex');
       codes.set(code, { redirectUri, challenge, account: githubAccount, expires: Date.now() + 600_000 });
       const back = new URL(redirectUri);
       back.searchParams.set('code', code);
@@ -193,7 +198,7 @@ githubServer.on('request', async (req, res) => {
       const entry = codes.get(form.get('code'));
       codes.delete(form.get('code'));
       const verifier = form.get('code_verifier');
-      const pkceOk = !entry || !entry.challenge
+      const pkceOk = !entry
         || (verifier && crypto.createHash('sha256').update(verifier).digest('base64url') === entry.challenge);
       if (!entry || entry.expires < Date.now() || (form.get('redirect_uri') && form.get('redirect_uri') !== entry.redirectUri) || !pkceOk) {
         return send(res, 200, codeError);
