@@ -148,9 +148,10 @@ pub struct Config {
     )]
     pub login_failure_window: humantime::Duration,
 
-    /// How long a replica trusts its cached view of a session: the most a revocation made by
-    /// another replica (PostgreSQL deployments) can lag. Revocations through this replica are
-    /// immediate.
+    /// How long a replica trusts its cached view of a session. Revocations through this
+    /// replica are immediate, and through another (PostgreSQL) as soon as its announcement
+    /// arrives; this bounds only what no announcement reached (a replica that was not
+    /// listening, or one that died between commit and announcement).
     #[arg(long, env = "IDENTITY_SESSION_CACHE_TTL", value_name = "IDENTITY_SESSION_CACHE_TTL", default_value = "5s")]
     pub session_cache_ttl: humantime::Duration,
 

@@ -22,8 +22,8 @@ impl Identity {
         let identity = self.clone();
         let session_id = caller.session_id.clone();
         let mut events = self.events().subscribe();
-        // Re-check the session at least this often: it may die by a revocation made on
-        // another replica, which no in-process event announces.
+        // Re-check the session at least this often: it may die by a revocation whose
+        // announcement never reached this replica (its listener was down then).
         let poll = self.settings().session_cache_ttl.max(Duration::from_secs(1));
         tokio::spawn(async move {
             loop {
