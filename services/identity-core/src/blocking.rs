@@ -6,6 +6,10 @@
 //! `spawn_blocking` ran hashes on whichever of its (many) threads was idle, so every one of them
 //! ended up holding 19 MiB: 520 MiB of RSS after a few hundred logins. With a thread per core,
 //! at most that many blocks are kept, and each is reused by the next hash.
+//!
+//! The threads run at a lower scheduling priority (nice +10): a login flood then takes only
+//! the CPU that token checks leave, and a whoami answered during one waits for no hash on a
+//! busy core. With nothing else to do, hashes still get every core.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -21,6 +25,22 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Jobs waiting for a thread, per thread, before `run` waits to enqueue.
 const QUEUE_PER_THREAD: usize = 32;
 
+/// How much nicer than the async workers the pool's threads are (Linux: per thread).
+const NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by `NICE`; where that cannot be done, the
+/// thread keeps the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
+        if let Err(error) = rustix::process::setpriority_process(Some(thread), current + NICE) {
+            tracing::debug!(%error, "the CPU pool keeps the process's scheduling priority");
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BlockingPool {
     jobs: mpsc::Sender<Job>,
@@ -35,6 +55,7 @@ impl BlockingPool {
         for index in 0..size {
             let queue = queue.clone();
             let spawned = std::thread::Builder::new().name(format!("identity-cpu-{index}")).spawn(move || {
+                lower_priority();
                 loop {
                     // One thread waits on the queue at a time; the others wait for the lock.
                     let job = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).blocking_recv();
@@ -91,6 +112,20 @@ mod tests {
         assert!(pool.run(|| panic!("boom")).await.is_err());
         let results = futures::future::join_all((0..20).map(|n| pool.run(move || n * 2))).await;
         assert_eq!(results.into_iter().map(Result::unwrap).sum::<i32>(), 380);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_pool_threads_yield_to_the_async_workers() {
+        let caller = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let pool = BlockingPool::new(4);
+        let niceness = futures::future::join_all(
+            (0..8).map(|_| pool.run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap())),
+        )
+        .await;
+        for nice in niceness {
+            assert_eq!(nice.unwrap(), (caller + NICE).min(19));
+        }
     }
 
     #[tokio::test]
