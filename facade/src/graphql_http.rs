@@ -6,10 +6,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::{
-    Variables,
-    parser::types::{DocumentOperations, OperationType},
-};
+use async_graphql::{Variables, parser::types::OperationType};
 use poem::{
     Body, Request, Response, handler,
     http::{StatusCode, header},
@@ -19,7 +16,7 @@ use poem::{
 use crate::{
     context::{CsrfRule, RequestContext},
     error::{ApiError, ErrorKind},
-    graphql::{Executed, NOT_RUN},
+    graphql::{Documents, Executed, NOT_RUN},
     state::AppState,
 };
 
@@ -157,7 +154,7 @@ pub async fn get(
         Ok(params) => params,
         Err(message) => return bad_request(format, StatusCode::BAD_REQUEST, &message),
     };
-    if is_mutation(&params) {
+    if is_mutation(&state.documents, &params) {
         let mut response = bad_request(format, StatusCode::METHOD_NOT_ALLOWED, "mutations are only accepted with POST");
         response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return response;
@@ -166,28 +163,16 @@ pub async fn get(
 }
 
 /// Whether the request would run a mutation. Without the keyword it cannot, and the query
-/// need not be parsed here (most requests are queries).
-fn is_mutation(params: &Params) -> bool {
+/// need not be looked at here (most requests are queries); with it, the document the schema
+/// parsed for this query text answers, without parsing again.
+fn is_mutation(documents: &Documents, params: &Params) -> bool {
     params.query.contains("mutation")
-        && operation_type(&params.query, params.operation_name.as_deref()) == Some(OperationType::Mutation)
-}
-
-/// The type of the operation a request would run, if it can be told.
-fn operation_type(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
-    let document = async_graphql::parser::parse_query(query).ok()?;
-    match document.operations {
-        DocumentOperations::Single(operation) => Some(operation.node.ty),
-        DocumentOperations::Multiple(operations) => match operation_name {
-            Some(name) => operations.get(name).map(|operation| operation.node.ty),
-            None if operations.len() == 1 => operations.values().next().map(|operation| operation.node.ty),
-            None => None,
-        },
-    }
+        && documents.operation_type(&params.query, params.operation_name.as_deref()) == Some(OperationType::Mutation)
 }
 
 async fn execute(request: &Request, state: &AppState, params: Params, format: Format) -> Response {
     // A mutation riding on the session cookie must prove it comes from our own pages.
-    let rule = if is_mutation(&params) { CsrfRule::CookieWrites } else { CsrfRule::NotNeeded };
+    let rule = if is_mutation(&state.documents, &params) { CsrfRule::CookieWrites } else { CsrfRule::NotNeeded };
     let context = match RequestContext::of_http(&state.identity, (&state.cookies, &state.proxies), request, rule).await
     {
         Ok(context) => context,
@@ -314,10 +299,26 @@ mod tests {
 
     #[test]
     fn mutations_are_recognised_by_operation_name() {
+        let documents = Documents::new();
+        let operation_type = |query, name| documents.operation_type(query, name);
         let document = "query A { whoami { id } } mutation B { revokeToken(refreshToken: \"x\") { revoked } }";
         assert_eq!(operation_type(document, Some("B")), Some(OperationType::Mutation));
         assert_eq!(operation_type(document, Some("A")), Some(OperationType::Query));
         assert_eq!(operation_type("mutation { x }", None), Some(OperationType::Mutation));
         assert_eq!(operation_type("{ x }", None), Some(OperationType::Query));
+    }
+
+    #[tokio::test]
+    async fn a_document_the_schema_parsed_answers_from_its_cache() {
+        let (schema, documents) =
+            crate::graphql::schema(crate::graphql::Limits { depth: 10, complexity: 100, aliases: 10 });
+        let query = "mutation M { verifyToken(token: \"x\") { payload } }";
+        // Before the schema has seen it, the text is parsed; after, the cached document
+        // answers, and both agree.
+        assert_eq!(documents.operation_type(query, None), Some(OperationType::Mutation));
+        let _ = schema.execute(query).await;
+        assert!(documents.holds(query), "the schema did not cache the document");
+        assert_eq!(documents.operation_type(query, Some("M")), Some(OperationType::Mutation));
+        assert_eq!(documents.operation_type(query, Some("N")), None);
     }
 }

@@ -78,13 +78,14 @@ pub async fn serve(
     )
     .map_err(|error| ConfigError(format!("FACADE_IDENTITY_URL: {error}")))?;
     let discovery = Discovery::new(identity.clone());
-    let schema = graphql::schema(graphql::Limits {
+    let (schema, documents) = graphql::schema(graphql::Limits {
         depth: config.max_depth,
         complexity: config.max_complexity,
         aliases: config.max_aliases,
     });
     let state = Arc::new(AppState {
         schema,
+        documents,
         identity,
         cookies: Cookies::new(config.cookie_secure, discovery.clone()),
         discovery,

@@ -3,12 +3,19 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    browser::Cookies, credential::TrustedProxies, discovery::Discovery, graphql::AppSchema, identity::IdentityClient,
-    metrics::Metrics, sockets::Sockets,
+    browser::Cookies,
+    credential::TrustedProxies,
+    discovery::Discovery,
+    graphql::{AppSchema, Documents},
+    identity::IdentityClient,
+    metrics::Metrics,
+    sockets::Sockets,
 };
 
 pub struct AppState {
     pub schema: AppSchema,
+    /// What the schema parsed (`graphql::Documents`).
+    pub documents: Documents,
     pub identity: IdentityClient,
     pub discovery: Discovery,
     pub cookies: Cookies,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::{
     MergedObject, Response, Schema, ServerError, ServerResult, ValidationResult, Variables,
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation},
-    parser::types::{ExecutableDocument, Selection, SelectionSet},
+    parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet},
 };
 
 #[derive(MergedObject, Default)]
@@ -39,8 +39,54 @@ pub struct Limits {
     pub aliases: usize,
 }
 
-pub fn schema(limits: Limits) -> AppSchema {
-    schema_with(limits, parse_cache())
+/// The schema, and the documents it parsed and validated (shared with it), which the HTTP
+/// layer asks what a request would run before executing it.
+pub fn schema(limits: Limits) -> (AppSchema, Documents) {
+    let documents = Documents::new();
+    (schema_with(limits, documents.0.clone()), documents)
+}
+
+/// Documents by query text, as the schema parsed and validated them.
+#[derive(Clone)]
+pub struct Documents(ParseCache);
+
+impl Documents {
+    pub fn new() -> Self {
+        Documents(parse_cache())
+    }
+
+    /// The type of the operation a request would run, if it can be told: from the document
+    /// the schema already parsed for this query text (most requests), else by parsing it.
+    pub fn operation_type(&self, query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+        match self.0.get(query) {
+            Some(parsed) => operation_type_of(&parsed.document, operation_name),
+            None => operation_type_of(&async_graphql::parser::parse_query(query).ok()?, operation_name),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Documents {
+    pub fn holds(&self, query: &str) -> bool {
+        self.0.contains_key(query)
+    }
+}
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn operation_type_of(document: &ExecutableDocument, operation_name: Option<&str>) -> Option<OperationType> {
+    match &document.operations {
+        DocumentOperations::Single(operation) => Some(operation.node.ty),
+        DocumentOperations::Multiple(operations) => match operation_name {
+            Some(name) => operations.get(name).map(|operation| operation.node.ty),
+            None if operations.len() == 1 => operations.values().next().map(|operation| operation.node.ty),
+            None => None,
+        },
+    }
 }
 
 fn parse_cache() -> ParseCache {
@@ -265,7 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn cached_documents_answer_like_fresh_ones_and_refusals_are_not_cached() {
-        let schema = schema(Limits { depth: 10, complexity: 100, aliases: 2 });
+        let (schema, _) = schema(Limits { depth: 10, complexity: 100, aliases: 2 });
         for _ in 0..2 {
             let response = schema.execute("query Q { __typename }").await;
             assert!(response.errors.is_empty(), "{:?}", response.errors);
@@ -290,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_schema_has_no_password_field() {
-        let sdl = schema(Limits { depth: 10, complexity: 100, aliases: 10 }).sdl();
+        let sdl = schema(Limits { depth: 10, complexity: 100, aliases: 10 }).0.sdl();
         assert!(!sdl.to_lowercase().contains("passwordhash") && !sdl.contains("password_hash"));
         for operation in ["tokenAuth", "verifyToken", "refreshToken", "revokeToken", "createUser", "whoami", "users"] {
             assert!(sdl.contains(operation), "{operation} missing");
@@ -299,7 +345,7 @@ mod tests {
 
     #[test]
     fn the_account_mutations_have_django_graphql_auths_signatures() {
-        let sdl = schema(Limits { depth: 10, complexity: 100, aliases: 10 }).sdl();
+        let sdl = schema(Limits { depth: 10, complexity: 100, aliases: 10 }).0.sdl();
         for signature in [
             "register(email: String!, username: String!, password1: String!, password2: String!): Register!",
             "verifyAccount(token: String!): VerifyAccount!",
