@@ -222,12 +222,21 @@ async fn grpcurl_lists_and_describes_the_services_by_reflection() {
 
 /// Reads JSON log lines until each of `messages` has said where it listens, in any order.
 fn listening_addresses(lines: &mut impl Iterator<Item = String>, messages: [&str; 2]) -> [String; 2] {
-    let mut found: [Option<String>; 2] = [None, None];
+    listening_entries(lines, messages).map(|entry| address_of(&entry))
+}
+
+fn address_of(entry: &serde_json::Value) -> String {
+    let address = entry["fields"]["address"].as_str().unwrap_or_default();
+    address.trim_start_matches("Some(").trim_end_matches(')').to_owned()
+}
+
+/// The first log entry with each of `messages`.
+fn listening_entries(lines: &mut impl Iterator<Item = String>, messages: [&str; 2]) -> [serde_json::Value; 2] {
+    let mut found: [Option<serde_json::Value>; 2] = [None, None];
     for line in lines.by_ref() {
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
         if let Some(index) = messages.iter().position(|message| entry["fields"]["message"] == *message) {
-            let address = entry["fields"]["address"].as_str().unwrap_or_default();
-            found[index] = Some(address.trim_start_matches("Some(").trim_end_matches(')').to_owned());
+            found[index] = Some(entry);
         }
         if let [Some(first), Some(second)] = &found {
             return [first.clone(), second.clone()];
@@ -239,6 +248,12 @@ fn listening_addresses(lines: &mut impl Iterator<Item = String>, messages: [&str
 /// Starts `identity-stack` in `dir` with `env`; returns the child and its [gRPC, HTTP]
 /// addresses. The child is killed after a minute whatever happens.
 pub fn start_stack(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, [String; 2]) {
+    let (child, entries) = start_stack_logging(dir, env);
+    (child, entries.map(|entry| address_of(&entry)))
+}
+
+/// `start_stack`, returning the log entries where the two halves said they listen.
+fn start_stack_logging(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, [serde_json::Value; 2]) {
     use std::io::{BufRead, BufReader};
 
     let mut child = Command::new(binary("identity-stack"))
@@ -259,9 +274,9 @@ pub fn start_stack(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process
         let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
     });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
-    let addresses = listening_addresses(&mut lines, ["identity service listening", "graphql facade listening"]);
+    let entries = listening_entries(&mut lines, ["identity service listening", "graphql facade listening"]);
     std::thread::spawn(move || lines.for_each(drop));
-    (child, addresses)
+    (child, entries)
 }
 
 /// Signs up `username` through the facade at `http` and fetches its discovery document.
@@ -278,12 +293,30 @@ pub async fn sign_up_and_discover(http: &str, username: &str) -> (serde_json::Va
 
 #[test]
 fn the_stack_binary_serves_graphql_through_its_own_identity_service_its_issuer_following_its_port() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, [grpc, http]) = start_stack(dir.path(), &[]);
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let (mut child, entries) = start_stack_logging(dir.path(), &[("TMPDIR", tmp.to_str().unwrap())]);
+    let [grpc, http] = entries.clone().map(|entry| address_of(&entry));
+    // The facade reaches its identity half over a Unix socket of the stack's own: the socket
+    // owner-only, in a directory owner-only.
+    let identity_url = entries[1]["fields"]["identity"].as_str().unwrap_or_default().to_owned();
+    let socket = std::path::PathBuf::from(identity_url.strip_prefix("unix://").expect(&identity_url));
+    assert!(socket.starts_with(&tmp), "{identity_url}");
+    let metadata = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+    let parent = std::fs::metadata(socket.parent().unwrap()).unwrap();
+    assert_eq!(parent.permissions().mode() & 0o777, 0o700);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (created, discovery) = runtime.block_on(sign_up_and_discover(&http, "sid"));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // A graceful stop removes the socket and its directory.
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let stopped = child.wait().unwrap();
+    assert!(stopped.success(), "{stopped:?}");
+    assert!(!socket.parent().unwrap().exists(), "the socket's directory outlived the stack");
     assert_eq!(created["data"]["createUser"]["user"]["username"], "sid", "{created}");
     assert!(!grpc.is_empty());
     // IDENTITY_ISSUER unset: the issuer is where the facade listens, not port 8080.

@@ -1,6 +1,7 @@
 //! `identity-stack` (what `cargo run --release` starts): the identity service and the GraphQL
 //! facade in one process, on their two ports. The facade still reaches the identity service
-//! over real gRPC on loopback, exactly as when they run apart.
+//! over real gRPC, exactly as when they run apart: on a Unix socket of this process's own
+//! (or over TLS on the gRPC port when that speaks TLS).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -62,6 +63,24 @@ async fn main() -> ExitCode {
         let address = http.as_ref().and_then(|listener| listener.local_addr().ok()).unwrap_or(facade.http_addr);
         identity.issuer = Some(issuer_at(address));
     }
+    // The facade reaches the identity half over a Unix socket in a directory of this process's
+    // own (owner-only, removed at exit) unless IDENTITY_GRPC_UDS names one or the gRPC port
+    // speaks TLS: it costs less per request than loopback TCP (BENCHMARKS.md, row 1.u). The
+    // TCP port still serves every other caller.
+    let mut _socket_dir = None;
+    if identity.tls_cert.is_none() && identity.grpc_uds.is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o700);
+        match tempfile::Builder::new().prefix("identity-stack-").permissions(private).tempdir() {
+            Ok(dir) => {
+                identity.grpc_uds = Some(dir.path().join("grpc.sock"));
+                _socket_dir = Some(dir);
+            }
+            Err(error) => {
+                return fail(PROGRAM, format!("cannot make a directory for the facade's Unix socket: {error}"), 1);
+            }
+        }
+    }
     // The identity half opens its database first, exactly as `identity-service` does and
     // failing with its words; nothing listens before it can answer.
     let opened = match identity_service::open(&identity).await {
@@ -79,8 +98,13 @@ async fn main() -> ExitCode {
             Err(code) => return code,
         },
     };
-    if let Ok(address) = grpc.local_addr() {
-        facade.identity_url = format!("{scheme}://{}", loopback_if_unspecified(address));
+    match &identity.grpc_uds {
+        Some(path) if identity.tls_cert.is_none() => facade.identity_url = format!("unix://{}", path.display()),
+        _ => {
+            if let Ok(address) = grpc.local_addr() {
+                facade.identity_url = format!("{scheme}://{}", loopback_if_unspecified(address));
+            }
+        }
     }
 
     let (stop, stopped) = watch::channel(false);
