@@ -221,10 +221,6 @@ async fn grpcurl_lists_and_describes_the_services_by_reflection() {
 }
 
 /// Reads JSON log lines until each of `messages` has said where it listens, in any order.
-fn listening_addresses(lines: &mut impl Iterator<Item = String>, messages: [&str; 2]) -> [String; 2] {
-    listening_entries(lines, messages).map(|entry| address_of(&entry))
-}
-
 fn address_of(entry: &serde_json::Value) -> String {
     let address = entry["fields"]["address"].as_str().unwrap_or_default();
     address.trim_start_matches("Some(").trim_end_matches(')').to_owned()
