@@ -45,6 +45,21 @@ async fn keys_command_with(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> 
     command.envs(env.iter().copied()).arg("keys").args(args).current_dir(dir.path()).output().await.unwrap()
 }
 
+/// `identity-service` started on `db` under `kek`, expected to refuse: its output.
+async fn refused_start(db: &TestDb, kek: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    tokio::process::Command::new(binary("identity-service"))
+        .env_clear()
+        .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .env("IDENTITY_KEY_ENCRYPTION_KEY", kek)
+        .env("IDENTITY_JWT_ALG", "ES256")
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_owned()
 }
@@ -386,17 +401,7 @@ async fn a_dump_of_the_keys_table_holds_no_private_key_and_a_wrong_kek_is_one_cl
 
     // Another KEK: wrong for these keys until they are rewrapped under it.
     let other = "HxwdHhscGRoXGBkUFRYTERAPDg0MCwoJCAcGBQQDAgE=";
-    let dir = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(binary("identity-service"))
-        .env_clear()
-        .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_KEY_ENCRYPTION_KEY", other)
-        .env("IDENTITY_JWT_ALG", "ES256")
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+    let output = refused_start(&db, other).await;
     let error = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{error}");
     let line = error.lines().last().unwrap();
@@ -443,17 +448,7 @@ async fn a_restore_without_its_kek_starts_only_after_rotate_now_under_a_new_one_
     service.kill().await;
 
     // The KEK is lost: the service does not start under another one...
-    let dir = tempfile::tempdir().unwrap();
-    let refused = tokio::process::Command::new(binary("identity-service"))
-        .env_clear()
-        .env("IDENTITY_GRPC_ADDR", "127.0.0.1:0")
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_KEY_ENCRYPTION_KEY", new)
-        .env("IDENTITY_JWT_ALG", "ES256")
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
+    let refused = refused_start(&db, new).await;
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("the wrong key?"), "{}", text(&refused.stderr));
 

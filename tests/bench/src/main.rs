@@ -218,12 +218,7 @@ async fn run(cli: &Cli) {
     println!("sealed key open: {:.1} µs", open * 1e6);
 
     // Baseline servers.
-    let secret = uuid::Uuid::new_v4().to_string();
-    let floor_addr = free_addr();
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["floor", "--addr", &floor_addr.to_string(), "--secret", &secret]);
-    let mut floor = Proc::spawn("floor", command, floor_addr);
-    floor.wait_listening();
+    let (floor, floor_addr, secret) = start_floor();
     let trivial_addr = free_addr();
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args(["trivial", "--addr", &trivial_addr.to_string()]);
@@ -414,15 +409,21 @@ fn splice(document: &str, table: &str) -> String {
     }
 }
 
+/// The floor server (this binary's `floor`), listening: its process, address and HS256 secret.
+fn start_floor() -> (Proc, SocketAddr, String) {
+    let secret = uuid::Uuid::new_v4().to_string();
+    let addr = free_addr();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["floor", "--addr", &addr.to_string(), "--secret", &secret]);
+    let mut floor = Proc::spawn("floor", command, addr);
+    floor.wait_listening();
+    (floor, addr, secret)
+}
+
 /// `bench profile`: the floor, then scenarios 1 and 3, each sampled by perf.
 async fn profile_run(cli: &Cli, unix: bool) {
     let seconds = Duration::from_secs(cli.seconds);
-    let secret = uuid::Uuid::new_v4().to_string();
-    let floor_addr = free_addr();
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["floor", "--addr", &floor_addr.to_string(), "--secret", &secret]);
-    let mut floor = Proc::spawn("floor", command, floor_addr);
-    floor.wait_listening();
+    let (floor, floor_addr, secret) = start_floor();
     let floor_url = format!("http://{floor_addr}/graphql");
     let floor_bearer = format!("Bearer {}", baselines::floor_token(&secret));
     let floor_post = Post { url: &floor_url, body: WHOAMI, headers: &[("Authorization", &floor_bearer)] };

@@ -92,9 +92,7 @@ impl Identity {
     /// Erases the successors of refresh tokens whose grace has closed: from then on they only
     /// prove theft. Returns how many were erased.
     pub async fn erase_spent_successors(&self) -> CoreResult<u64> {
-        // Rotated at or before `cutoff`: `grace_closed` for every such row.
-        let grace = self.settings().refresh_reuse_grace;
-        let cutoff = clock::now() - clock::secs(grace) - i64::from(!grace.is_zero());
+        let cutoff = clock::now() - theft_after(self.settings().refresh_reuse_grace);
         let sealed = || {
             refresh_tokens::Entity::find()
                 .filter(refresh_tokens::Column::SuccessorSealed.is_not_null())
@@ -183,16 +181,18 @@ pub(super) async fn insert_refresh(
     Ok(())
 }
 
+/// Whole seconds after its rotation from which a refresh token's reuse is theft. Stored times
+/// are whole seconds, so an elapsed time may read up to a second short or long of the real
+/// one: a grace of N s closes at N + 1 by the clock, so a retry is never called theft before
+/// the grace has really passed (and at most a second after). A grace of zero makes every reuse
+/// theft.
+fn theft_after(grace: std::time::Duration) -> i64 {
+    clock::secs(grace) + i64::from(!grace.is_zero())
+}
+
 /// Whether a refresh token rotated `elapsed` whole seconds ago is past its reuse grace.
-/// Stored times are whole seconds, so `elapsed` may read up to a second short or long of the
-/// real time: a grace closes only once `elapsed` exceeds it, so a retry is never called theft
-/// before the grace has really passed (and at most a second after). A grace of zero makes every
-/// reuse theft.
 fn grace_closed(elapsed: i64, grace: std::time::Duration) -> bool {
-    if grace.is_zero() {
-        return true;
-    }
-    elapsed > clock::secs(grace)
+    elapsed >= theft_after(grace)
 }
 
 #[cfg(test)]
