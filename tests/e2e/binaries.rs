@@ -117,7 +117,7 @@ fn the_stack_fails_to_start_exactly_as_the_identity_service_does_and_listens_on_
 #[test]
 fn nonsense_settings_exit_2_naming_the_setting() {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 7] = [
+    let cases: [Case; 9] = [
         (
             "identity-service",
             &[("IDENTITY_JWT_ALG", "HS256"), ("IDENTITY_JWT_SECRET", "0123456789abcdef0123456789abcde")],
@@ -127,6 +127,16 @@ fn nonsense_settings_exit_2_naming_the_setting() {
         ("identity-service", &[("IDENTITY_LOGIN_MAX_FAILURES", "0")], "IDENTITY_LOGIN_MAX_FAILURES"),
         ("identity-service", &[("IDENTITY_SESSION_CACHE_TTL", "0s")], "IDENTITY_SESSION_CACHE_TTL"),
         ("identity-service", &[("IDENTITY_DATABASE_TIMEOUT", "0s")], "IDENTITY_DATABASE_TIMEOUT"),
+        (
+            "identity-service",
+            &[("IDENTITY_SMTP_URL", "smtp://127.0.0.1:2525"), ("IDENTITY_SMTP_CA", "/etc/hostname")],
+            "IDENTITY_SMTP_CA: needs an SMTP URL that speaks TLS",
+        ),
+        (
+            "identity-service",
+            &[("IDENTITY_SMTP_URL", "smtps://127.0.0.1:2525"), ("IDENTITY_SMTP_CA", "/etc/hostname")],
+            "IDENTITY_SMTP_CA: /etc/hostname: holds no PEM certificate",
+        ),
         ("graphql-facade", &[("FACADE_WS_PING_INTERVAL", "0s")], "FACADE_WS_PING_INTERVAL"),
         ("identity-stack", &[("FACADE_MAX_BODY_BYTES", "0")], "FACADE_MAX_BODY_BYTES"),
     ];

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::*;
+use e2e::{smtp::TlsMode, *};
 use futures::future::join_all;
 use identity_core::{EmailVerification, Secret};
 use identity_proto::pb;
@@ -1125,6 +1125,70 @@ async fn the_smtp_server_is_reached_with_the_credentials_of_the_url() {
     sign_up(&mut service.users(), "sal").await;
     let mail = smtp.wait_for_subject(&email("sal"), VERIFY, ARRIVAL).await;
     assert_eq!(mail.auth_user.as_deref(), Some("mailer"));
+}
+
+#[tokio::test]
+async fn mail_goes_over_starttls_and_smtps_to_a_server_under_a_private_ca_with_credentials_only_inside_tls() {
+    let pki = Pki::new();
+    for (mode, name) in [(TlsMode::StartTls, "stella"), (TlsMode::Smtps, "sam")] {
+        // The server refuses AUTH outside TLS, and STARTTLS mode refuses everything before it.
+        let smtp = SmtpServer::start_tls(&pki, mode, "mailer", "tls pass").await;
+        let db = TestDb::new().await;
+        let service = service(&db, &smtp, |config| config.smtp_ca = Some(pki.ca.clone())).await;
+        sign_up(&mut service.users(), name).await;
+        let mail = smtp.wait_for_subject(&email(name), VERIFY, ARRIVAL).await;
+        assert!(mail.tls, "{mode:?}: over TLS");
+        assert_eq!(mail.auth_user.as_deref(), Some("mailer"), "{mode:?}");
+        assert!(verify_key(&mail, DEFAULT_ISSUER).len() >= 40, "{mode:?}: the link came whole");
+    }
+}
+
+#[tokio::test]
+async fn a_mail_server_whose_certificate_is_not_trusted_gets_nothing_not_even_in_plaintext() {
+    // The test CA is not among the system's roots, and IDENTITY_SMTP_CA is not set.
+    let pki = Pki::new();
+    let smtp = SmtpServer::start_tls(&pki, TlsMode::StartTls, "mailer", "tls pass").await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |_| {}).await;
+    sign_up(&mut service.users(), "una").await;
+    let store = db.connect().await;
+    let retried = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL AND attempts >= 3";
+    eventually(ARRIVAL, || {
+        let store = &store;
+        async move { (count(store, retried).await == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(smtp.messages().len(), 0, "nothing delivered to a server the service cannot authenticate");
+}
+
+#[tokio::test]
+async fn a_message_undelivered_past_the_give_up_time_is_abandoned_and_never_sent_later() {
+    let mut smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    let service = service(&db, &smtp, |config| config.mail_give_up = secs(2)).await;
+    smtp.stop().await;
+    // A burst of sign-ups during the outage: every message is queued, none can leave.
+    let names = ["gus", "gia", "gil", "gwen", "gabe"];
+    burst(names.len(), |i| {
+        let mut users = service.users();
+        async move { sign_up(&mut users, names[i]).await }
+    })
+    .await;
+    let store = db.connect().await;
+    let abandoned = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NOT NULL AND attempts >= 2";
+    eventually(ARRIVAL, || {
+        let store = &store;
+        async move { (count(store, abandoned).await == names.len() as i64).then_some(()) }
+    })
+    .await;
+    smtp.restart().await;
+    // A message queued now still goes: the sender is alive, only the old ones were dropped.
+    sign_up(&mut service.users(), "hal").await;
+    smtp.wait_for_subject(&email("hal"), VERIFY, ARRIVAL).await;
+    assert_eq!(count_after_a_while(&smtp, &email(names[0]), VERIFY).await, 0);
+    for name in names {
+        assert_eq!(subjects(&smtp, &email(name)), Vec::<String>::new(), "{name}'s message was abandoned");
+    }
 }
 
 #[tokio::test]

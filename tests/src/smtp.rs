@@ -22,6 +22,7 @@ use tokio::{
 pub struct SmtpServer {
     port: u16,
     auth: Option<(String, String)>,
+    tls: Option<SmtpTls>,
     dir: tempfile::TempDir,
     process: Option<(Child, Lines<BufReader<ChildStdout>>)>,
 }
@@ -38,8 +39,19 @@ impl SmtpServer {
         Self::start_with(Some((user.to_owned(), password.to_owned()))).await
     }
 
+    /// Starts a server holding `pki`'s server certificate (for `127.0.0.1`), speaking TLS as
+    /// `tls` says, and taking messages only after AUTH as `user` with `password` over TLS.
+    pub async fn start_tls(pki: &crate::Pki, tls: TlsMode, user: &str, password: &str) -> Self {
+        let tls = SmtpTls { cert: pki.server_cert.clone(), key: pki.server_key.clone(), mode: tls };
+        Self::start_as(Some((user.to_owned(), password.to_owned())), Some(tls)).await
+    }
+
     async fn start_with(auth: Option<(String, String)>) -> Self {
-        let mut server = SmtpServer { port: 0, auth, dir: tempfile::tempdir().unwrap(), process: None };
+        Self::start_as(auth, None).await
+    }
+
+    async fn start_as(auth: Option<(String, String)>, tls: Option<SmtpTls>) -> Self {
+        let mut server = SmtpServer { port: 0, auth, tls, dir: tempfile::tempdir().unwrap(), process: None };
         server.spawn().await;
         server
     }
@@ -51,6 +63,12 @@ impl SmtpServer {
         command.arg(script).arg("--dir").arg(self.dir.path()).arg("--port").arg(self.port.to_string());
         if let Some((user, password)) = &self.auth {
             command.arg("--auth").arg(format!("{user}:{password}"));
+        }
+        if let Some(tls) = &self.tls {
+            command.arg("--tls").arg(&tls.cert).arg(&tls.key);
+            if tls.mode == TlsMode::Smtps {
+                command.arg("--smtps");
+            }
         }
         let mut child = command
             .stdin(Stdio::null())
@@ -77,11 +95,17 @@ impl SmtpServer {
     }
 
     /// lettre's URL for the server: `smtp://` with no `tls` parameter is plaintext SMTP,
-    /// with the credentials (if any) in the user part.
+    /// `?tls=required` STARTTLS, `smtps://` implicit TLS; the credentials (if any) in the
+    /// user part.
     pub fn url(&self) -> String {
-        match &self.auth {
-            Some((user, password)) => format!("smtp://{user}:{password}@127.0.0.1:{}", self.port),
-            None => format!("smtp://127.0.0.1:{}", self.port),
+        let user = match &self.auth {
+            Some((user, password)) => format!("{user}:{password}@"),
+            None => String::new(),
+        };
+        match self.tls.as_ref().map(|tls| tls.mode) {
+            None => format!("smtp://{user}127.0.0.1:{}", self.port),
+            Some(TlsMode::StartTls) => format!("smtp://{user}127.0.0.1:{}?tls=required", self.port),
+            Some(TlsMode::Smtps) => format!("smtps://{user}127.0.0.1:{}", self.port),
         }
     }
 
@@ -120,6 +144,7 @@ impl SmtpServer {
                 mail.from = record["mail_from"].as_str().unwrap().to_owned();
                 mail.to = to.collect();
                 mail.auth_user = record["auth_user"].as_str().map(str::to_owned);
+                mail.tls = record["tls"].as_bool().unwrap();
                 mail
             })
             .collect()
@@ -190,6 +215,21 @@ pub fn outbox(dir: &Path) -> Vec<Mail> {
         .collect()
 }
 
+/// How a test's SMTP server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plaintext until STARTTLS, which it requires before anything else.
+    StartTls,
+    /// TLS from the first byte (as on port 465).
+    Smtps,
+}
+
+struct SmtpTls {
+    cert: PathBuf,
+    key: PathBuf,
+    mode: TlsMode,
+}
+
 // === Mail ===
 
 /// A received message, as its reader sees it.
@@ -201,6 +241,8 @@ pub struct Mail {
     pub to: Vec<String>,
     /// Who authenticated for it, if the server asked.
     pub auth_user: Option<String>,
+    /// Whether it came over TLS.
+    pub tls: bool,
     /// The decoded `Subject`.
     pub subject: String,
     /// The first `text/plain` part, decoded, with `\n` line ends ("" if there is none).

@@ -254,6 +254,9 @@ pub struct EmailSettings {
     /// (TLS), credentials as `user:password@`. None: each message is written as an `.eml`
     /// file into `outbox_dir` and its link logged (the embedded default).
     pub smtp_url: Option<Secret>,
+    /// PEM certificates trusted, besides the system's roots, for the SMTP server's TLS (a
+    /// private CA); only with an `smtps://` or `?tls=required` URL.
+    pub smtp_ca: Option<PathBuf>,
     /// The `From:` of every message: `Name <address>` or a bare address.
     pub from: String,
     /// The base of every link in a message (the facade's public URL); never a request's Host.
@@ -278,6 +281,7 @@ impl Default for EmailSettings {
     fn default() -> Self {
         EmailSettings {
             smtp_url: None,
+            smtp_ca: None,
             from: "Identity <no-reply@localhost>".into(),
             public_url: "http://127.0.0.1:8080".into(),
             verification: EmailVerification::Optional,
@@ -299,7 +303,7 @@ impl EmailSettings {
         let mut checks = vec![
             crate::mail::parse_from("email.from", &self.from).map(drop),
             crate::mail::check_public_url("email.public_url", &self.public_url),
-            crate::mail::check_smtp_url("email.smtp_url", self.smtp_url.as_ref()),
+            crate::mail::smtp_builder(self).map(drop),
         ];
         for (field, ttl) in [
             ("email.reset_ttl", self.reset_ttl),

@@ -255,6 +255,11 @@ pub struct Config {
     #[arg(long, env = "IDENTITY_SMTP_URL", value_name = "IDENTITY_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<Secret>,
 
+    /// PEM certificates to trust, besides the system's roots, for the SMTP server's TLS (a
+    /// private CA); only with an `smtps://` or `?tls=required` IDENTITY_SMTP_URL.
+    #[arg(long, env = "IDENTITY_SMTP_CA", value_name = "IDENTITY_SMTP_CA")]
+    pub smtp_ca: Option<PathBuf>,
+
     /// The `From:` of every message.
     #[arg(
         long,
@@ -392,6 +397,7 @@ fn variable(field: &str) -> &str {
         "keys.jwks_max_age" => "IDENTITY_JWKS_MAX_AGE",
         "keys.previous_secrets" => "IDENTITY_JWT_PREVIOUS_SECRETS",
         "email.smtp_url" => "IDENTITY_SMTP_URL",
+        "email.smtp_ca" => "IDENTITY_SMTP_CA",
         "email.from" => "IDENTITY_EMAIL_FROM",
         "email.public_url" => "IDENTITY_PUBLIC_URL (or IDENTITY_ISSUER, its default)",
         "email.outbox_dir" => "IDENTITY_OUTBOX_DIR",
@@ -444,6 +450,7 @@ impl Config {
         let settings = Settings {
             email: EmailSettings {
                 smtp_url: self.smtp_url.clone(),
+                smtp_ca: self.smtp_ca.clone(),
                 from: self.email_from.clone(),
                 public_url: self.public_url.clone().unwrap_or_else(|| issuer.clone()),
                 verification: self.email_verification,

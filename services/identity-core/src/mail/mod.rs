@@ -13,16 +13,20 @@
 
 pub(crate) mod outbox;
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use lettre::{
     AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
+    transport::smtp::{
+        AsyncSmtpTransportBuilder,
+        client::{Certificate, Tls, TlsParameters},
+    },
 };
 
 use crate::{
     error::{CoreError, CoreResult},
-    settings::{EmailSettings, Secret},
+    settings::EmailSettings,
 };
 
 pub use outbox::{MailObserver, MailOutcome};
@@ -171,12 +175,8 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Transport {
     pub(crate) fn new(settings: &EmailSettings) -> CoreResult<Self> {
-        match &settings.smtp_url {
-            Some(url) => {
-                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
-                    .map_err(|error| CoreError::invalid("email.smtp_url", error.to_string()))?;
-                Ok(Transport::Smtp(builder.timeout(Some(SMTP_TIMEOUT)).build()))
-            }
+        match smtp_builder(settings)? {
+            Some(builder) => Ok(Transport::Smtp(builder.timeout(Some(SMTP_TIMEOUT)).build())),
             None => {
                 let dir = settings.outbox_dir.clone();
                 Ok(Transport::Files(AsyncFileTransport::new(&dir), dir))
@@ -233,16 +233,61 @@ pub(crate) fn check_public_url(field: &'static str, public_url: &str) -> CoreRes
     Ok(())
 }
 
-pub(crate) fn check_smtp_url(field: &'static str, smtp_url: Option<&Secret>) -> CoreResult<()> {
-    let Some(url) = smtp_url else { return Ok(()) };
-    let parsed = url::Url::parse(url.expose()).map_err(|_| CoreError::invalid(field, "is not a URL"))?;
+const SMTP_URL: &str = "email.smtp_url";
+const SMTP_CA: &str = "email.smtp_ca";
+
+/// The SMTP transport `settings` name, not built yet (building starts its connection pool,
+/// which needs a runtime; checking the settings does not): lettre's from the URL, its TLS
+/// trusting the certificates of `smtp_ca` besides the system's roots when that is set. None
+/// without an SMTP URL. Every error names its setting, and none holds the URL's password.
+pub(crate) fn smtp_builder(settings: &EmailSettings) -> CoreResult<Option<AsyncSmtpTransportBuilder>> {
+    let Some(url) = &settings.smtp_url else {
+        return match settings.smtp_ca {
+            Some(_) => Err(CoreError::invalid(SMTP_CA, "is set but there is no SMTP URL to use it for")),
+            None => Ok(None),
+        };
+    };
+    let parsed = url::Url::parse(url.expose()).map_err(|_| CoreError::invalid(SMTP_URL, "is not a URL"))?;
     if !matches!(parsed.scheme(), "smtp" | "smtps") {
-        return Err(CoreError::invalid(field, "must start with smtp:// or smtps://"));
+        return Err(CoreError::invalid(SMTP_URL, "must start with smtp:// or smtps://"));
     }
     // lettre decides the rest (host, port, `tls=`); its message never holds the password.
-    AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
-        .map(drop)
-        .map_err(|error| CoreError::invalid(field, error.to_string()))
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+        .map_err(|error| CoreError::invalid(SMTP_URL, error.to_string()))?;
+    if let Some(ca) = &settings.smtp_ca {
+        let tls = tls_of(&parsed).ok_or_else(|| {
+            CoreError::invalid(SMTP_CA, "needs an SMTP URL that speaks TLS: smtps:// or smtp://…?tls=required")
+        })?;
+        // from_url has checked that there is a host.
+        let host = parsed.host_str().unwrap_or_default().to_owned();
+        let parameters = TlsParameters::builder(host)
+            .add_root_certificate(certificates(ca)?)
+            .build_rustls()
+            .map_err(|error| CoreError::invalid(SMTP_CA, error.to_string()))?;
+        builder = builder.tls(tls(parameters));
+    }
+    Ok(Some(builder))
+}
+
+/// How `url` asks lettre to speak TLS (None: plaintext), as lettre reads it.
+fn tls_of(url: &url::Url) -> Option<fn(TlsParameters) -> Tls> {
+    let tls = url.query_pairs().find(|(name, _)| name == "tls").map(|(_, value)| value.into_owned());
+    match (url.scheme(), tls.as_deref()) {
+        ("smtps", _) => Some(Tls::Wrapper),
+        ("smtp", Some("required")) => Some(Tls::Required),
+        ("smtp", Some("opportunistic")) => Some(Tls::Opportunistic),
+        _ => None,
+    }
+}
+
+/// The PEM certificates in `path` (at least one).
+fn certificates(path: &Path) -> CoreResult<Certificate> {
+    let pem =
+        std::fs::read(path).map_err(|error| CoreError::invalid(SMTP_CA, format!("{}: {error}", path.display())))?;
+    if !pem.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----") {
+        return Err(CoreError::invalid(SMTP_CA, format!("{}: holds no PEM certificate", path.display())));
+    }
+    Certificate::from_pem(&pem).map_err(|error| CoreError::invalid(SMTP_CA, format!("{}: {error}", path.display())))
 }
 
 /// The base of links: the public URL without its trailing slash.
@@ -253,6 +298,7 @@ pub(crate) fn base(public_url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Secret;
 
     #[test]
     fn placeholders_are_filled_and_escaped_in_html_only() {
@@ -296,9 +342,28 @@ mod tests {
         assert!(check_public_url("public_url", "https://id.example.com/auth").is_ok());
         assert!(check_public_url("public_url", "ftp://id.example.com").is_err());
         assert!(check_public_url("public_url", "https://id.example.com/?next=x").is_err());
-        assert!(check_smtp_url("smtp_url", Some(&Secret::new("smtp://127.0.0.1:2525"))).is_ok());
-        assert!(check_smtp_url("smtp_url", Some(&Secret::new("smtps://u:p@mail.example.com"))).is_ok());
-        assert!(check_smtp_url("smtp_url", Some(&Secret::new("http://mail.example.com"))).is_err());
-        assert!(check_smtp_url("smtp_url", Some(&Secret::new("smtp://x?tls=bogus"))).is_err());
+        let smtp = |url: Option<&str>, ca: Option<&str>| {
+            let settings = EmailSettings {
+                smtp_url: url.map(Secret::new),
+                smtp_ca: ca.map(std::path::PathBuf::from),
+                ..EmailSettings::default()
+            };
+            smtp_builder(&settings).map(|builder| builder.is_some())
+        };
+        let refused = |url: Option<&str>, ca: Option<&str>| match smtp(url, ca) {
+            Err(error @ CoreError::Invalid(_)) => error.to_string(),
+            other => panic!("{url:?} {ca:?} accepted: {other:?}"),
+        };
+        assert!(matches!(smtp(None, None), Ok(false)));
+        assert!(matches!(smtp(Some("smtp://127.0.0.1:2525"), None), Ok(true)));
+        assert!(matches!(smtp(Some("smtps://u:p@mail.example.com"), None), Ok(true)));
+        assert!(refused(Some("http://mail.example.com"), None).starts_with("email.smtp_url"));
+        assert!(refused(Some("smtp://x?tls=bogus"), None).starts_with("email.smtp_url"));
+        assert!(!refused(Some("smtp://u:hunter2@x?tls=bogus"), None).contains("hunter2"));
+        // A private CA only for a URL that speaks TLS, from a file that holds a certificate.
+        assert!(refused(None, Some("/etc/hostname")).starts_with("email.smtp_ca"));
+        assert!(refused(Some("smtp://mail.example.com"), Some("/etc/hostname")).contains("speaks TLS"));
+        assert!(refused(Some("smtps://mail.example.com"), Some("/nonexistent/ca.pem")).contains("/nonexistent/ca.pem"));
+        assert!(refused(Some("smtps://mail.example.com"), Some("/etc/hostname")).contains("no PEM certificate"));
     }
 }
