@@ -579,6 +579,43 @@ async fn next_off_site_is_ignored() {
 }
 
 #[tokio::test]
+async fn a_code_the_provider_never_issued_is_refused_as_rejected_and_a_new_sign_in_works() {
+    let social = social_stack(|_| {}).await;
+    social
+        .providers
+        .github_account(json!({"id": 77, "login": "rejected", "name": "R", "emails": [
+            {"email": "rejected@example.com", "primary": true, "verified": true, "visibility": "public"},
+        ]}))
+        .await;
+    for provider in ["example", "github"] {
+        let mut browser = social.browser();
+        let url = to_callback(&social, &mut browser, provider, "/").await;
+        // The provider's own redirect back, with its code swapped for one it never issued: the
+        // state is ours and valid, so it is the provider's token endpoint that refuses (GitHub
+        // says so in a 200 answer, an OpenID provider with invalid_grant).
+        let mut forged = url::Url::parse(&url).unwrap();
+        let pairs: Vec<(String, String)> = forged
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if name == "code" { "a-code-nobody-issued".to_owned() } else { value.into_owned() };
+                (name.into_owned(), value)
+            })
+            .collect();
+        forged.query_pairs_mut().clear().extend_pairs(pairs);
+        let users = social.users().await;
+        let (status, page) = callback(&mut browser, forged.as_str()).await;
+        assert_refused_page(status, &page, 401, "SOCIAL_CODE_REJECTED");
+        assert_eq!(me(&mut browser).await.0, 401, "{provider}: nobody is logged in");
+        assert_eq!(social.users().await, users, "{provider}: no user made");
+        // A sign-in started again goes through.
+        let (status, location) = browser_sign_in(&social, &mut browser, provider, "/").await;
+        assert_eq!((status, location.as_str()), (302, "/"), "{provider}");
+        assert_eq!(me(&mut browser).await.0, 200, "{provider}");
+        assert_eq!(social.users().await, users + 1, "{provider}");
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_provider_is_a_503_naming_it() {
     let dead = free_address();
     let social = social_stack(|_| {}).await;
