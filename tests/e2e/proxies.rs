@@ -1,7 +1,8 @@
 //! Behind a reverse proxy: the facade believes `X-Forwarded-For` from `FACADE_TRUSTED_PROXIES`
 //! only, taking the right-most address that is not a trusted proxy. An attacker guessing a
 //! password through the proxy locks out only themself — not everyone behind the proxy — and
-//! cannot slip out of their counter by prepending made-up addresses.
+//! cannot slip out of their counter by prepending made-up addresses. docs/deploy.md's nginx
+//! and Caddy configurations are run as written, in front of a facade, over TLS.
 
 use e2e::*;
 use futures::future::join_all;
@@ -93,10 +94,28 @@ async fn graphql_via(
     json_of(request).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget() {
-    let nginx = std::path::Path::new("/usr/sbin/nginx");
-    assert!(nginx.exists(), "nginx is not installed (.ci/tools installs Debian's nginx-light)");
+/// docs/deploy.md's Caddyfile, pointed at `facade`, serving HTTPS on `tls` with the test's
+/// certificate and HTTP on `plain`, its state under `dir`. Every substitution must apply.
+fn documented_caddy(facade: std::net::SocketAddr, tls: u16, plain: u16, pki: &Pki, dir: &std::path::Path) -> String {
+    let start = DEPLOY.find("```caddyfile\n").expect("docs/deploy.md has a Caddyfile") + "```caddyfile\n".len();
+    let mut block = DEPLOY[start..start + DEPLOY[start..].find("```").unwrap()].to_owned();
+    let site =
+        format!("https://127.0.0.1:{tls} {{\n    tls {} {}", Pki::path(&pki.server_cert), Pki::path(&pki.server_key));
+    for (from, to) in [("auth.example.com {", site), ("10.0.2.1:8080 10.0.2.2:8080", facade.to_string())] {
+        assert!(block.contains(from), "docs/deploy.md's Caddyfile no longer has {from:?}");
+        block = block.replace(from, &to);
+    }
+    // Global options of the test's own: no admin endpoint, state in the temporary directory,
+    // loopback ports instead of 80 and 443.
+    let options = format!(
+        "{{\n    admin off\n    storage file_system {}\n    http_port {plain}\n    https_port {tls}\n}}\n",
+        dir.join("data").display()
+    );
+    options + &block
+}
+
+/// A stack whose facade trusts the proxies on 127.0.0.1, with a user `nia`.
+async fn stack_behind_a_proxy() -> Stack {
     let db = TestDb::new().await;
     let identity = config(&db);
     let stack = Stack::start_with(db, identity, |facade| {
@@ -104,6 +123,59 @@ async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget()
     })
     .await;
     sign_up(&mut stack.identity.users(), "nia").await;
+    stack
+}
+
+/// Through a proxy serving HTTPS on `tls` and redirecting HTTP on `plain` (with `redirect`),
+/// for clients on their own loopback addresses: an attacker's made-up X-Forwarded-For gets it
+/// no further guesses, the real user logs in at once and is seen at its own address, the
+/// attacker stays locked out, and plain HTTP is sent to HTTPS.
+async fn clients_keep_their_own_address_and_budget(tls: u16, plain: u16, redirect: u16, pki: &Pki) {
+    let url = format!("https://127.0.0.1:{tls}/graphql");
+    let user = client_from("127.0.0.2", pki);
+    eventually(std::time::Duration::from_secs(10), || async {
+        user.get(format!("https://127.0.0.1:{tls}/healthz")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+
+    // An attacker at 127.0.0.3 guesses at once, each guess claiming another address.
+    let attacker = client_from("127.0.0.3", pki);
+    let guess = |n: usize| {
+        let (attacker, url) = (attacker.clone(), url.clone());
+        async move {
+            let body =
+                json!({"query": "mutation { tokenAuth(username: \"nia\", password: \"wrong guess\") { token } }"});
+            let answer = graphql_via(&attacker, &url, body, Some(&format!("203.0.113.{n}"))).await;
+            error_code(&answer).to_owned()
+        }
+    };
+    let codes = join_all((0..12).map(guess)).await;
+    let throttled = codes.iter().filter(|code| *code == "TOO_MANY_REQUESTS").count();
+    assert!(throttled >= 7, "a made-up X-Forwarded-For got the attacker past its budget: {codes:?}");
+
+    // The real user, another client, logs in through the proxy at once, and is seen at its own
+    // address; the attacker stays locked out even with the right password.
+    let login =
+        json!({"query": format!("mutation {{ tokenAuth(username: \"nia\", password: \"{PASSWORD}\") {{ token }} }}")});
+    let answer = graphql_via(&user, &url, login.clone(), None).await;
+    let token = answer["data"]["tokenAuth"]["token"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    let sessions =
+        json_of(user.post(&url).bearer_auth(&token).json(&json!({"query": "{ sessions { clientIp current } }"}))).await;
+    assert_eq!(sessions["data"]["sessions"][0]["clientIp"], "127.0.0.2", "{sessions}");
+    let locked = graphql_via(&attacker, &url, login, None).await;
+    assert_eq!(error_code(&locked), "TOO_MANY_REQUESTS", "{locked}");
+
+    // Plain HTTP is sent to HTTPS.
+    let answer = user.get(format!("http://127.0.0.1:{plain}/graphql")).send().await.unwrap();
+    assert_eq!(answer.status(), redirect);
+    assert!(answer.headers()["location"].to_str().unwrap().starts_with("https://"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget() {
+    let nginx = std::path::Path::new("/usr/sbin/nginx");
+    assert!(nginx.exists(), "nginx is not installed (.ci/tools installs Debian's nginx-light)");
+    let stack = stack_behind_a_proxy().await;
 
     // nginx with the documented block, over TLS, in front of the facade.
     let pki = Pki::new();
@@ -127,44 +199,35 @@ async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget()
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let url = format!("https://127.0.0.1:{tls}/graphql");
-    let user = client_from("127.0.0.2", &pki);
-    eventually(std::time::Duration::from_secs(10), || async {
-        user.get(format!("https://127.0.0.1:{tls}/healthz")).send().await.ok().filter(|r| r.status() == 200)
-    })
-    .await;
+    clients_keep_their_own_address_and_budget(tls, plain, 301, &pki).await;
+    proxy.kill().await.unwrap();
+}
 
-    // An attacker at 127.0.0.3 guesses at once, each guess claiming another address.
-    let attacker = client_from("127.0.0.3", &pki);
-    let guess = |n: usize| {
-        let (attacker, url) = (attacker.clone(), url.clone());
-        async move {
-            let body =
-                json!({"query": "mutation { tokenAuth(username: \"nia\", password: \"wrong guess\") { token } }"});
-            let answer = graphql_via(&attacker, &url, body, Some(&format!("203.0.113.{n}"))).await;
-            error_code(&answer).to_owned()
-        }
-    };
-    let codes = join_all((0..12).map(guess)).await;
-    let throttled = codes.iter().filter(|code| *code == "TOO_MANY_REQUESTS").count();
-    assert!(throttled >= 7, "a made-up X-Forwarded-For got the attacker past its budget: {codes:?}");
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_the_documented_caddy_clients_keep_their_own_address_and_budget() {
+    let caddy = std::path::Path::new("/usr/bin/caddy");
+    assert!(caddy.exists(), "Caddy is not installed (.ci/tools installs Debian's caddy)");
+    let stack = stack_behind_a_proxy().await;
 
-    // The real user, another client, logs in through nginx at once, and is seen at its own
-    // address; the attacker stays locked out even with the right password.
-    let login =
-        json!({"query": format!("mutation {{ tokenAuth(username: \"nia\", password: \"{PASSWORD}\") {{ token }} }}")});
-    let answer = graphql_via(&user, &url, login.clone(), None).await;
-    let token = answer["data"]["tokenAuth"]["token"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
-    let sessions =
-        json_of(user.post(&url).bearer_auth(&token).json(&json!({"query": "{ sessions { clientIp current } }"}))).await;
-    assert_eq!(sessions["data"]["sessions"][0]["clientIp"], "127.0.0.2", "{sessions}");
-    let locked = graphql_via(&attacker, &url, login, None).await;
-    assert_eq!(error_code(&locked), "TOO_MANY_REQUESTS", "{locked}");
-
-    // Plain HTTP is sent to HTTPS.
-    let redirect = user.get(format!("http://127.0.0.1:{plain}/graphql")).send().await.unwrap();
-    assert_eq!(redirect.status(), 301);
-    assert!(redirect.headers()["location"].to_str().unwrap().starts_with("https://"));
+    // Caddy with the documented Caddyfile, over TLS, in front of the facade. Caddy keeps its
+    // state (and looks for its configuration) under HOME and the XDG directories: the test's.
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, plain) = (free_address().port(), free_address().port());
+    let path = dir.path().join("Caddyfile");
+    std::fs::write(&path, documented_caddy(stack.facade.addr, tls, plain, &pki, dir.path())).unwrap();
+    let mut proxy = tokio::process::Command::new(caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    clients_keep_their_own_address_and_budget(tls, plain, 308, &pki).await;
     proxy.kill().await.unwrap();
 }
 
