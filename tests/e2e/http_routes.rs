@@ -226,6 +226,18 @@ async fn the_openapi_document_is_valid_and_holds_under_fuzzing() {
     for path in documented {
         assert!(document["paths"].get(path).is_some(), "{path} undocumented");
     }
+    // Every write declares the X-CSRFToken header it needs, so that Swagger UI sends it.
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if method == "get" {
+                continue;
+            }
+            let parameters = operation["parameters"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let declared =
+                parameters.iter().any(|parameter| parameter["in"] == "header" && parameter["name"] == "X-CSRFToken");
+            assert!(declared, "{method} {path} does not declare X-CSRFToken: {operation}");
+        }
+    }
     // Every documented operation is fuzzed.
     let operations: usize =
         document["paths"].as_object().unwrap().values().map(|path| path.as_object().unwrap().len()).sum();
