@@ -313,7 +313,7 @@ async fn three_replicas_through_rotations_each_switch_at_one_instant_and_every_t
         sessions.push(log_in(&mut replica.auth(), &name).await.refresh_token);
     }
     let started = Instant::now();
-    let (mut issued, mut failures) = (0, Vec::new());
+    let (mut issued, mut failures, mut mixed_rounds) = (0, Vec::new(), 0);
     let mut kids = std::collections::BTreeSet::new();
     while started.elapsed() < Duration::from_secs(12) {
         // Each replica issues a token at the same moment; each token is checked on all three.
@@ -326,10 +326,17 @@ async fn three_replicas_through_rotations_each_switch_at_one_instant_and_every_t
                 }
             });
         let pairs = join_all(issuing).await;
+        let mut round = std::collections::BTreeSet::new();
         for (session, pair) in sessions.iter_mut().zip(&pairs) {
             *session = pair.refresh_token.clone();
-            kids.insert(kid_of(&pair.access_token));
+            round.insert(kid_of(&pair.access_token));
         }
+        // Tokens issued at one moment by the three carry one kid, but for a round or two that
+        // straddle an activation (the three calls of a round are a few milliseconds apart). A
+        // replica that switched only when it next read the key set would sign under the old
+        // key for up to a poll (1 s): dozens of rounds.
+        mixed_rounds += usize::from(round.len() > 1);
+        kids.extend(round);
         let checks = pairs.iter().flat_map(|pair| {
             replicas.iter().map(move |replica| {
                 let mut auth = replica.auth();
@@ -345,9 +352,14 @@ async fn three_replicas_through_rotations_each_switch_at_one_instant_and_every_t
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("{issued} checks, {} keys", kids.len());
+    println!("{issued} checks, {} keys, {mixed_rounds} rounds across an activation", kids.len());
     assert!(failures.is_empty(), "{failures:?}");
     assert!(kids.len() >= 3, "{kids:?}");
+    let activations = kids.len() - 1;
+    assert!(
+        mixed_rounds <= 2 * activations,
+        "{mixed_rounds} rounds signed under two keys at once for {activations} activations: a replica switched late"
+    );
     // One replica made each key: activations a whole period apart, never two at once.
     let db = Database::connect(&db.url).await.unwrap();
     let rows = db
