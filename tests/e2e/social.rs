@@ -616,6 +616,31 @@ async fn a_code_the_provider_never_issued_is_refused_as_rejected_and_a_new_sign_
 }
 
 #[tokio::test]
+async fn a_sign_in_the_user_declines_at_the_provider_is_social_denied_and_ends_there() {
+    let social = social_stack(|_| {}).await;
+    let mut browser = social.browser();
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    let state = query_param(&url, "state");
+    // The provider sends the browser back with an error instead of a code (RFC 6749 §4.1.2.1),
+    // here one that tries to write markup into our page.
+    let error: String = url::form_urlencoded::byte_serialize(b"access_denied<script>alert(1)</script>").collect();
+    let declined = format!("{}?error={error}&state={state}", social.callback("example"));
+    let users = social.users().await;
+    let (status, page) = callback(&mut browser, &declined).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_DENIED");
+    assert!(page.contains("access_denied"), "{page}");
+    assert!(!page.contains("<script>alert"), "the provider's words are escaped: {page}");
+    let cleared = browser.set_cookie("social_binding").expect("the binding cookie is cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(me(&mut browser).await.0, 401);
+    assert_eq!(social.users().await, users);
+    // The code the provider would have sent cannot finish this sign-in afterwards: the browser
+    // no longer holds its binding.
+    let (status, page) = callback(&mut browser, &url).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_STATE_INVALID");
+}
+
+#[tokio::test]
 async fn an_unreachable_provider_is_a_503_naming_it() {
     let dead = free_address();
     let social = social_stack(|_| {}).await;
