@@ -485,6 +485,31 @@ async fn refused_id_token(mode: &str) {
 }
 
 #[tokio::test]
+async fn an_address_the_id_token_leaves_out_is_read_at_userinfo_for_the_same_subject_only() {
+    let social = social_stack(|_| {}).await;
+    social.providers.oidc_account(account("uri-sub", "uri@example.com", true, "uri")).await;
+    // The ID token carries no address: the UserInfo endpoint's, for the same subject, counts.
+    let mut browser = social.browser();
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    social.providers.tamper("no-email").await;
+    let (status, location) = callback(&mut browser, &url).await;
+    assert_eq!((status, location.as_str()), (302, "/"), "{location}");
+    let (_, user) = me(&mut browser).await;
+    assert_eq!((user["username"].as_str(), user["email"].as_str()), (Some("uri"), Some("uri@example.com")), "{user}");
+    assert_eq!(user["emailVerified"], true, "{user}");
+
+    // A UserInfo answer about somebody else is refused, and makes nobody.
+    social.providers.oidc_account(account("ula-sub", "ula@example.com", true, "ula")).await;
+    let users = social.users().await;
+    let mut browser = social.browser();
+    let url = to_callback(&social, &mut browser, "example", "/").await;
+    social.providers.tamper("no-email-foreign-userinfo").await;
+    let (status, page) = callback(&mut browser, &url).await;
+    assert_refused_page(status, &page, 401, "SOCIAL_TOKEN_INVALID");
+    assert_eq!(social.users().await, users);
+}
+
+#[tokio::test]
 async fn an_id_token_with_a_wrong_nonce_is_refused() {
     refused_id_token("nonce").await;
 }

@@ -53,6 +53,7 @@ const signingJwk = { ...(await exportJWK(privateKey)), kid: 'test-key-1', alg: '
 let current = { sub: 'alice-sub', email: 'alice@example.com', email_verified: true, preferred_username: 'alice', name: 'Alice Example' };
 const accounts = new Map([[current.sub, current]]);
 let tamper = null;
+let userinfoTamper = null;
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -78,9 +79,14 @@ const provider = new Provider(issuer, {
   },
 });
 
-// The token endpoint's ID token, spoiled once when asked.
+// The token endpoint's ID token, spoiled once when asked (and the UserInfo answer after it).
 provider.use(async (ctx, next) => {
   await next();
+  if (userinfoTamper && ctx.path === '/me' && ctx.body && ctx.body.sub) {
+    userinfoTamper = null;
+    ctx.body = { ...ctx.body, sub: 'someone-else' };
+    return;
+  }
   if (!tamper || ctx.method !== 'POST' || ctx.path !== '/token' || !ctx.body || !ctx.body.id_token) return;
   const mode = tamper;
   tamper = null;
@@ -95,6 +101,10 @@ provider.use(async (ctx, next) => {
     case 'expired': claims.iat = now - 7200; claims.exp = now - 3600; break;
     case 'signature': key = (await generateKeyPair('RS256')).privateKey; break;
     case 'none': break;
+    // A provider that puts the scopes' claims only at UserInfo (OpenID Connect Core §5.4).
+    case 'no-email': delete claims.email; delete claims.email_verified; break;
+    // The same, and its UserInfo answers about somebody else.
+    case 'no-email-foreign-userinfo': delete claims.email; delete claims.email_verified; userinfoTamper = 'foreign'; break;
     default: console.error(`unknown tamper mode ${mode}`); return;
   }
   const payload = JSON.stringify(claims);

@@ -70,7 +70,9 @@ impl Providers {
     }
 
     /// Spoils the OpenID provider's next ID token: `nonce`, `audience`, `issuer`, `expired`,
-    /// `none` or `signature`.
+    /// `none` or `signature`; or leaves the address out of it (`no-email`, the address then only
+    /// at UserInfo), and answers the UserInfo call after it about someone else
+    /// (`no-email-foreign-userinfo`).
     pub async fn tamper(&self, mode: &str) {
         self.control(format!("{}/test/tamper", self.issuer), serde_json::json!({ "mode": mode })).await;
     }

@@ -11,10 +11,10 @@ use std::{
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
     EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    SignatureVerificationError, TokenResponse,
+    SignatureVerificationError, SubjectIdentifier, TokenResponse, UserInfoError,
     core::{
         CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreIdTokenClaims, CoreJwsSigningAlgorithm,
-        CoreProviderMetadata, CoreTokenResponse,
+        CoreProviderMetadata, CoreTokenResponse, CoreUserInfoClaims,
     },
 };
 use serde::Deserialize;
@@ -218,12 +218,57 @@ impl Provider {
             Err(error) => return Err(id_token_refused(name, &error)),
         };
         let name_claim = claims.name().and_then(|name| name.get(None)).map(|name| name.as_str().to_owned());
-        Ok(Profile {
+        let mut profile = Profile {
             subject: claims.subject().as_str().to_owned(),
             email: claims.email().map(|email| email.as_str().to_owned()),
             email_verified: claims.email_verified().unwrap_or(false),
             username: claims.preferred_username().map(|name| name.as_str().to_owned()).or(name_claim),
-        })
+        };
+        if profile.email.is_none()
+            && let Some(info) = self.user_info(&client, http, &response, claims.subject()).await?
+        {
+            profile.email = info.email().map(|email| email.as_str().to_owned());
+            profile.email_verified = info.email_verified().unwrap_or(false);
+            if profile.username.is_none() {
+                let name = info.name().and_then(|name| name.get(None)).map(|name| name.as_str().to_owned());
+                profile.username = info.preferred_username().map(|name| name.as_str().to_owned()).or(name);
+            }
+        }
+        Ok(profile)
+    }
+
+    /// The claims of the provider's UserInfo endpoint, asked with the access token just issued,
+    /// for an ID token without an address: a provider that follows OpenID Connect Core §5.4
+    /// strictly puts the claims a scope asks for there, not in the ID token. They must be about
+    /// `subject` (openidconnect checks), or the sign-in is refused. None: no such endpoint.
+    async fn user_info(
+        &self,
+        client: &OidcClient,
+        http: &reqwest::Client,
+        response: &CoreTokenResponse,
+        subject: &SubjectIdentifier,
+    ) -> CoreResult<Option<CoreUserInfoClaims>> {
+        let provider = &self.settings.name;
+        let Ok(request) = client.user_info(response.access_token().clone(), Some(subject.clone())) else {
+            return Ok(None);
+        };
+        match request.request_async(http).await {
+            Ok(claims) => Ok(Some(claims)),
+            Err(error) => {
+                let unavailable = match &error {
+                    UserInfoError::Request(_) => true,
+                    UserInfoError::Response(status, ..) => status.is_server_error(),
+                    _ => false,
+                };
+                if unavailable {
+                    tracing::warn!(%provider, error = %error_chain(&error), "UserInfo endpoint unreachable");
+                    Err(CoreError::Social(SocialError::ProviderUnavailable))
+                } else {
+                    tracing::info!(%provider, error = %error_chain(&error), "social login refused: UserInfo did not answer for the user");
+                    Err(CoreError::Social(SocialError::TokenInvalid))
+                }
+            }
+        }
     }
 
     fn github_client(
