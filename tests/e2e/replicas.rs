@@ -291,7 +291,7 @@ async fn a_replica_that_lost_its_listener_trusts_no_cache_and_listens_again_by_i
 }
 
 #[tokio::test]
-async fn a_facade_over_several_replicas_keeps_answering_when_one_is_killed() {
+async fn a_facade_over_several_replicas_keeps_answering_when_one_is_killed_and_uses_it_again_when_it_returns() {
     let db = TestDb::new().await;
     if !db.is_postgres() {
         return;
@@ -307,6 +307,7 @@ async fn a_facade_over_several_replicas_keeps_answering_when_one_is_killed() {
     for _ in 0..10 {
         assert_eq!(whoami().await["data"]["whoami"]["username"], "kora");
     }
+    let a_addr = a.addr;
     drop(a);
     for round in 0..50 {
         let body = whoami().await;
@@ -328,6 +329,19 @@ async fn a_facade_over_several_replicas_keeps_answering_when_one_is_killed() {
     }
     let allowed = 1 + started.elapsed().as_secs();
     assert!(failed <= allowed, "{failed} of 40 verifyToken calls failed after the kill (at most {allowed} may)");
+
+    // The killed replica returns where it was, and the other is killed: with no restart, the
+    // facade answers through the one that came back.
+    let _a = Service::start_at(replica(&db), a_addr).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    drop(b);
+    for round in 0..50 {
+        let body = whoami().await;
+        assert_eq!(
+            body["data"]["whoami"]["username"], "kora",
+            "request {round} once only the returned one is left: {body}"
+        );
+    }
 }
 
 #[tokio::test]
