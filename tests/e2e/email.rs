@@ -1210,6 +1210,45 @@ async fn without_an_smtp_server_a_sign_up_is_written_as_an_eml_file_with_its_lin
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reset_through_one_replica_ends_every_session_another_replica_holds_in_its_cache() {
+    let smtp = SmtpServer::start().await;
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        return;
+    }
+    // Caches that outlive the test: only the event bus can explain a refusal on B. (Logins in
+    // flight hold their place in the login budget: ten at once need more than five.)
+    let replica = |config: &mut identity_service::Config| {
+        config.session_cache_ttl = secs(60);
+        config.login_max_failures = 100;
+    };
+    let (a, b) = (service(&db, &smtp, replica).await, service(&db, &smtp, replica).await);
+    let rex = sign_up(&mut a.users(), "rex").await;
+    // Ten sessions opened on B at once, each used there (and so cached) before the reset.
+    let logins = burst(10, |_| {
+        let mut auth = b.auth();
+        async move { log_in(&mut auth, "rex").await }
+    })
+    .await;
+    for login in &logins {
+        b.auth().authenticate(access(&login.access_token)).await.unwrap();
+    }
+    request_reset(&mut a.accounts(), &email("rex")).await.unwrap();
+    let mail = smtp.wait_for_subject(&email("rex"), RESET, ARRIVAL).await;
+    let (uid, token) = reset_link(&mail, DEFAULT_ISSUER);
+    let done = a.accounts().reset_password(reset_request(&token, NEW_PASSWORD, &uid)).await.unwrap().into_inner();
+    assert_eq!((uid, done.revoked_sessions), (rex.id, 10));
+    for login in &logins {
+        eventually(Duration::from_secs(5), || {
+            let mut auth = b.auth();
+            let token = login.access_token.clone();
+            async move { auth.authenticate(access(&token)).await.is_err().then_some(()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_database_send_each_message_once() {
     let db = TestDb::new().await;
     if !db.is_postgres() {
