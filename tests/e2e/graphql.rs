@@ -67,6 +67,13 @@ async fn a_django_graphql_jwt_client_works_unchanged() {
         verified["data"]["verifyToken"]["payload"]["https://hasura.io/jwt/claims"]["x-hasura-default-role"],
         "user"
     );
+    // As django-graphql-jwt's payload: the times are integers (JSON `1796684008`, never
+    // `1796684008.0` nor `1.796684008e9`), exp after iat.
+    let payload = &verified["data"]["verifyToken"]["payload"];
+    let (Some(exp), Some(iat)) = (payload["exp"].as_u64(), payload["iat"].as_u64()) else {
+        panic!("exp and iat are not integers: {payload}");
+    };
+    assert!(exp > iat, "{payload}");
 
     let revoked = gql
         .anonymous(
