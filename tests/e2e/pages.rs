@@ -64,6 +64,7 @@ async fn the_account_page_shows_devices_and_revokes_one_session_then_every_other
     let stack = Stack::start().await;
     sign_up(&mut stack.identity.users(), "ada").await;
     let report = drive("account", &stack, "ada").await;
+    assert_eq!(report["blocked"], serde_json::json!([]), "the account page reached outside the facade");
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{report}");
     // What the page left is what the service holds: one live session.
