@@ -1,5 +1,6 @@
 //! The janitor deletes what is past its life — dead sessions with their refresh tokens, expired
-//! refresh tokens, forgotten login counters — and nothing alive, once per interval however
+//! refresh tokens, forgotten login counters, expired email links, delivered mail, expired
+//! sign-ins with a provider — and nothing alive, once per interval however
 //! many replicas share the database. Time travels by moving stored deadlines into the past.
 
 use std::{net::SocketAddr, time::Duration};
@@ -102,6 +103,63 @@ async fn the_janitor_deletes_what_is_past_its_life_and_nothing_alive() {
     // The dead stay dead: a logged-out session's token is unknown.
     let dead = service.auth().authenticate(e2e::session_token(&logins[0].session_token)).await;
     assert_eq!(dead.unwrap_err().code(), tonic::Code::Unauthenticated);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_janitor_deletes_expired_links_delivered_mail_and_expired_sign_ins_and_keeps_the_rest() {
+    let db = TestDb::new().await;
+    let (config, metrics) = janitor_config(&db, Duration::from_millis(300));
+    let service = Service::start(config).await;
+    // Ten sign-ups at once: ten verification links, ten messages (written to the outbox
+    // directory, so delivered at once).
+    let names: Vec<String> = (0..10).map(|i| format!("jo{i}")).collect();
+    let users = futures::future::join_all(names.iter().map(|name| {
+        let mut users = service.users();
+        async move { sign_up(&mut users, name).await }
+    }))
+    .await;
+    let conn = db.connect().await;
+    eventually(Duration::from_secs(20), || async {
+        (count(&conn, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await == 0).then_some(())
+    })
+    .await;
+    // Time travel: half of the links expired long ago. A message still waiting for its next
+    // attempt, and four sign-ins with a provider, two of them expired, are set down beside them.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let expired: Vec<String> = users[..5].iter().map(|user| format!("'{}'", user.id)).collect();
+    let later = now_ms + 3_600_000;
+    let scene = [
+        format!("UPDATE account_tokens SET expires_at = 1 WHERE user_id IN ({})", expired.join(",")),
+        format!(
+            "INSERT INTO outbox (id, kind, user_id, recipient, recipient_key, created_at, attempts, next_attempt_at) \
+             VALUES ('waiting', 'verify', '{}', 'jo9@example.com', 'jo9@example.com', {now_ms}, 3, {later})",
+            users[9].id
+        ),
+        format!(
+            "INSERT INTO social_states (state_hash, provider, nonce, pkce_verifier, redirect_uri, next_path, created_at, expires_at) VALUES \
+             ('old-1', 'example', 'n', 'v', 'http://x/cb', '/', 1, 2), ('old-2', 'example', 'n', 'v', 'http://x/cb', '/', 1, 2), \
+             ('new-1', 'example', 'n', 'v', 'http://x/cb', '/', {now_ms}, {later}), ('new-2', 'example', 'n', 'v', 'http://x/cb', '/', {now_ms}, {later})"
+        ),
+    ];
+    for sql in &scene {
+        conn.execute_unprepared(sql).await.unwrap();
+    }
+    for (table, left) in [("account_tokens", 5), ("outbox", 1), ("social_states", 2)] {
+        eventually(Duration::from_secs(20), || async {
+            (count(&conn, &format!("SELECT COUNT(*) FROM {table}")).await == left).then_some(())
+        })
+        .await;
+    }
+    // What is left is what is alive: the unexpired links, the waiting message, the sign-ins
+    // still in progress.
+    let kept = format!("SELECT COUNT(*) FROM account_tokens WHERE user_id IN ({})", expired.join(","));
+    assert_eq!(count(&conn, &kept).await, 0);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM outbox WHERE id = 'waiting'").await, 1);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM social_states WHERE state_hash LIKE 'new-%'").await, 2);
+    assert_eq!(metric(metrics, "identity_janitor_rows_removed_total{table=\"account_tokens\"}").await, 5);
+    assert_eq!(metric(metrics, "identity_janitor_rows_removed_total{table=\"outbox\"}").await, 10);
+    assert_eq!(metric(metrics, "identity_janitor_rows_removed_total{table=\"social_states\"}").await, 2);
     service.stop().await.unwrap();
 }
 
