@@ -164,11 +164,7 @@ async fn twenty_simultaneous_refreshes_of_one_token_get_one_successor_and_a_late
 
     // Successors are kept (sealed) only for the grace: once it closes, none is left.
     let sealed = "SELECT COUNT(*) FROM refresh_tokens WHERE successor_sealed IS NOT NULL";
-    eventually(Duration::from_secs(15), || {
-        let conn = &conn;
-        async move { (count(conn, sealed).await == 0).then_some(()) }
-    })
-    .await;
+    count_reaches(&conn, sealed, 0, Duration::from_secs(15)).await;
 }
 
 #[tokio::test]

@@ -141,11 +141,7 @@ pub(crate) fn update_request(id: &str, user: pb::User, paths: &[&str]) -> pb::Up
 pub(crate) async fn drained(db: &TestDb) {
     let store = db.connect().await;
     let pending = "SELECT COUNT(*) FROM outbox WHERE (sent_at IS NULL AND failed_at IS NULL) OR claimed_until <> 0";
-    eventually(ARRIVAL, || {
-        let store = &store;
-        async move { (count(store, pending).await == 0).then_some(()) }
-    })
-    .await;
+    count_reaches(&store, pending, 0, ARRIVAL).await;
 }
 
 /// The subjects of the messages to `to`, in arrival order.
@@ -1153,11 +1149,7 @@ async fn a_mail_server_whose_certificate_is_not_trusted_gets_nothing_not_even_in
     sign_up(&mut service.users(), "una").await;
     let store = db.connect().await;
     let retried = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL AND attempts >= 3";
-    eventually(ARRIVAL, || {
-        let store = &store;
-        async move { (count(store, retried).await == 1).then_some(()) }
-    })
-    .await;
+    count_reaches(&store, retried, 1, ARRIVAL).await;
     assert_eq!(smtp.messages().len(), 0, "nothing delivered to a server the service cannot authenticate");
 }
 
@@ -1176,11 +1168,7 @@ async fn a_message_undelivered_past_the_give_up_time_is_abandoned_and_never_sent
     .await;
     let store = db.connect().await;
     let abandoned = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NOT NULL AND attempts >= 2";
-    eventually(ARRIVAL, || {
-        let store = &store;
-        async move { (count(store, abandoned).await == names.len() as i64).then_some(()) }
-    })
-    .await;
+    count_reaches(&store, abandoned, names.len() as i64, ARRIVAL).await;
     smtp.restart().await;
     // A message queued now still goes: the sender is alive, only the old ones were dropped.
     sign_up(&mut service.users(), "hal").await;

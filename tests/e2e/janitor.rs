@@ -70,18 +70,9 @@ async fn the_janitor_deletes_what_is_past_its_life_and_nothing_alive() {
         let wrong = pb::LoginRequest { username: "jan".into(), password: "not the password".into() };
         auth.login(from_address(wrong, ip)).await.unwrap_err();
     }
-    eventually(Duration::from_secs(20), || async {
-        (count(&conn, "SELECT COUNT(*) FROM sessions").await == 10).then_some(())
-    })
-    .await;
-    eventually(Duration::from_secs(20), || async {
-        (count(&conn, "SELECT COUNT(*) FROM login_attempts").await == 0).then_some(())
-    })
-    .await;
-    eventually(Duration::from_secs(20), || async {
-        (count(&conn, "SELECT COUNT(*) FROM refresh_tokens").await == 10).then_some(())
-    })
-    .await;
+    count_reaches(&conn, "SELECT COUNT(*) FROM sessions", 10, Duration::from_secs(20)).await;
+    count_reaches(&conn, "SELECT COUNT(*) FROM login_attempts", 0, Duration::from_secs(20)).await;
+    count_reaches(&conn, "SELECT COUNT(*) FROM refresh_tokens", 10, Duration::from_secs(20)).await;
     assert_eq!(metric(metrics, "identity_janitor_rows_removed_total{table=\"sessions\"}").await, 20);
     assert_eq!(metric(metrics, "identity_janitor_rows_removed_total{table=\"refresh_tokens\"}").await, 40);
     assert!(metric(metrics, "identity_janitor_rows_removed_total{table=\"login_attempts\"}").await >= 3);
@@ -120,10 +111,7 @@ async fn the_janitor_deletes_expired_links_delivered_mail_and_expired_sign_ins_a
     }))
     .await;
     let conn = db.connect().await;
-    eventually(Duration::from_secs(20), || async {
-        (count(&conn, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await == 0).then_some(())
-    })
-    .await;
+    count_reaches(&conn, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL", 0, Duration::from_secs(20)).await;
     // Time travel: half of the links expired long ago. A message still waiting for its next
     // attempt, and four sign-ins with a provider, two of them expired, are set down beside them.
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -146,10 +134,7 @@ async fn the_janitor_deletes_expired_links_delivered_mail_and_expired_sign_ins_a
         conn.execute_unprepared(sql).await.unwrap();
     }
     for (table, left) in [("account_tokens", 5), ("outbox", 1), ("social_states", 2)] {
-        eventually(Duration::from_secs(20), || async {
-            (count(&conn, &format!("SELECT COUNT(*) FROM {table}")).await == left).then_some(())
-        })
-        .await;
+        count_reaches(&conn, &format!("SELECT COUNT(*) FROM {table}"), left, Duration::from_secs(20)).await;
     }
     // What is left is what is alive: the unexpired links, the waiting message, the sign-ins
     // still in progress.

@@ -51,22 +51,77 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_login_budget() {
 
 const DEPLOY: &str = include_str!("../../docs/deploy.md");
 
-/// docs/deploy.md's nginx block, pointed at `facade` and listening on loopback ports, with
-/// the test's certificate. Every substitution must apply: a change to the docs shows here.
-fn documented_nginx(facade: std::net::SocketAddr, tls: u16, plain: u16, pki: &Pki) -> String {
-    let start = DEPLOY.find("```nginx\n").expect("docs/deploy.md has an nginx block") + "```nginx\n".len();
+/// docs/deploy.md's first ```` ```lang ```` block with each `(from, to)` applied. Every
+/// substitution must apply: a change to the docs shows here.
+fn documented(lang: &str, substitutions: Vec<(&str, String)>) -> String {
+    let fence = format!("```{lang}\n");
+    let start = DEPLOY.find(&fence).unwrap_or_else(|| panic!("docs/deploy.md has no {lang} block")) + fence.len();
     let mut block = DEPLOY[start..start + DEPLOY[start..].find("```").unwrap()].to_owned();
-    for (from, to) in [
-        ("server 10.0.2.1:8080;\n    server 10.0.2.2:8080;", format!("server {facade};")),
-        ("listen 443 ssl http2;", format!("listen 127.0.0.1:{tls} ssl http2;")),
-        ("listen 80;", format!("listen 127.0.0.1:{plain};")),
-        ("/etc/ssl/auth.example.com/fullchain.pem", Pki::path(&pki.server_cert).to_owned()),
-        ("/etc/ssl/auth.example.com/privkey.pem", Pki::path(&pki.server_key).to_owned()),
-    ] {
-        assert!(block.contains(from), "docs/deploy.md's nginx block no longer has {from:?}");
+    for (from, to) in substitutions {
+        assert!(block.contains(from), "docs/deploy.md's {lang} block no longer has {from:?}");
         block = block.replace(from, &to);
     }
     block
+}
+
+/// A facade that trusts the proxies on 127.0.0.1 (with a user `nia`), and what a proxy in
+/// front of it needs: the test's certificate, a directory of its own, and two free ports.
+struct Scene {
+    stack: Stack,
+    pki: Pki,
+    dir: tempfile::TempDir,
+    tls: u16,
+    plain: u16,
+}
+
+impl Scene {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let identity = config(&db);
+        let stack = Stack::start_with(db, identity, |facade| {
+            facade.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
+        sign_up(&mut stack.identity.users(), "nia").await;
+        let (tls, plain) = (free_address().port(), free_address().port());
+        Scene { stack, pki: Pki::new(), dir: tempfile::tempdir().unwrap(), tls, plain }
+    }
+
+    /// docs/deploy.md's nginx block, pointed at the facade, on the scene's ports and
+    /// certificate.
+    fn documented_nginx(&self) -> String {
+        let (facade, tls, plain) = (self.stack.facade.addr, self.tls, self.plain);
+        documented(
+            "nginx",
+            vec![
+                ("server 10.0.2.1:8080;\n    server 10.0.2.2:8080;", format!("server {facade};")),
+                ("listen 443 ssl http2;", format!("listen 127.0.0.1:{tls} ssl http2;")),
+                ("listen 80;", format!("listen 127.0.0.1:{plain};")),
+                ("/etc/ssl/auth.example.com/fullchain.pem", Pki::path(&self.pki.server_cert).to_owned()),
+                ("/etc/ssl/auth.example.com/privkey.pem", Pki::path(&self.pki.server_key).to_owned()),
+            ],
+        )
+    }
+
+    /// docs/deploy.md's Caddyfile, pointed at the facade, on the scene's ports and certificate,
+    /// its state in the scene's directory.
+    fn documented_caddy(&self) -> String {
+        let (cert, key) = (Pki::path(&self.pki.server_cert), Pki::path(&self.pki.server_key));
+        let site = format!("https://127.0.0.1:{} {{\n    tls {cert} {key}", self.tls);
+        let block = documented(
+            "caddyfile",
+            vec![("auth.example.com {", site), ("10.0.2.1:8080 10.0.2.2:8080", self.stack.facade.addr.to_string())],
+        );
+        // Global options of the test's own: no admin endpoint, state in the temporary
+        // directory, loopback ports instead of 80 and 443.
+        let options = format!(
+            "{{\n    admin off\n    storage file_system {}\n    http_port {}\n    https_port {}\n}}\n",
+            self.dir.path().join("data").display(),
+            self.plain,
+            self.tls
+        );
+        options + &block
+    }
 }
 
 /// A client of the proxy from its own loopback address (the proxy is 127.0.0.1), trusting the
@@ -94,43 +149,12 @@ async fn graphql_via(
     json_of(request).await
 }
 
-/// docs/deploy.md's Caddyfile, pointed at `facade`, serving HTTPS on `tls` with the test's
-/// certificate and HTTP on `plain`, its state under `dir`. Every substitution must apply.
-fn documented_caddy(facade: std::net::SocketAddr, tls: u16, plain: u16, pki: &Pki, dir: &std::path::Path) -> String {
-    let start = DEPLOY.find("```caddyfile\n").expect("docs/deploy.md has a Caddyfile") + "```caddyfile\n".len();
-    let mut block = DEPLOY[start..start + DEPLOY[start..].find("```").unwrap()].to_owned();
-    let site =
-        format!("https://127.0.0.1:{tls} {{\n    tls {} {}", Pki::path(&pki.server_cert), Pki::path(&pki.server_key));
-    for (from, to) in [("auth.example.com {", site), ("10.0.2.1:8080 10.0.2.2:8080", facade.to_string())] {
-        assert!(block.contains(from), "docs/deploy.md's Caddyfile no longer has {from:?}");
-        block = block.replace(from, &to);
-    }
-    // Global options of the test's own: no admin endpoint, state in the temporary directory,
-    // loopback ports instead of 80 and 443.
-    let options = format!(
-        "{{\n    admin off\n    storage file_system {}\n    http_port {plain}\n    https_port {tls}\n}}\n",
-        dir.join("data").display()
-    );
-    options + &block
-}
-
-/// A stack whose facade trusts the proxies on 127.0.0.1, with a user `nia`.
-async fn stack_behind_a_proxy() -> Stack {
-    let db = TestDb::new().await;
-    let identity = config(&db);
-    let stack = Stack::start_with(db, identity, |facade| {
-        facade.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    })
-    .await;
-    sign_up(&mut stack.identity.users(), "nia").await;
-    stack
-}
-
-/// Through a proxy serving HTTPS on `tls` and redirecting HTTP on `plain` (with `redirect`),
-/// for clients on their own loopback addresses: an attacker's made-up X-Forwarded-For gets it
+/// Through the scene's proxy (HTTPS on `tls`, HTTP on `plain` redirected with `redirect`), for
+/// clients on their own loopback addresses: an attacker's made-up X-Forwarded-For gets it
 /// no further guesses, the real user logs in at once and is seen at its own address, the
 /// attacker stays locked out, and plain HTTP is sent to HTTPS.
-async fn clients_keep_their_own_address_and_budget(tls: u16, plain: u16, redirect: u16, pki: &Pki) {
+async fn clients_keep_their_own_address_and_budget(scene: &Scene, redirect: u16) {
+    let (tls, plain, pki) = (scene.tls, scene.plain, &scene.pki);
     let url = format!("https://127.0.0.1:{tls}/graphql");
     let user = client_from("127.0.0.2", pki);
     eventually(std::time::Duration::from_secs(10), || async {
@@ -175,31 +199,28 @@ async fn clients_keep_their_own_address_and_budget(tls: u16, plain: u16, redirec
 async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget() {
     let nginx = std::path::Path::new("/usr/sbin/nginx");
     assert!(nginx.exists(), "nginx is not installed (.ci/tools installs Debian's nginx-light)");
-    let stack = stack_behind_a_proxy().await;
+    let scene = Scene::start().await;
 
     // nginx with the documented block, over TLS, in front of the facade.
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (tls, plain) = (free_address().port(), free_address().port());
-    let root = dir.path().display();
+    let root = scene.dir.path().display();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
          events {{ worker_connections 128; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n\
          fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n{}\n}}\n",
-        documented_nginx(stack.facade.addr, tls, plain, &pki)
+        scene.documented_nginx()
     );
-    let path = dir.path().join("nginx.conf");
+    let path = scene.dir.path().join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
     let mut proxy = tokio::process::Command::new(nginx)
         .arg("-c")
         .arg(&path)
         .arg("-e")
-        .arg(dir.path().join("error.log"))
+        .arg(scene.dir.path().join("error.log"))
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    clients_keep_their_own_address_and_budget(tls, plain, 301, &pki).await;
+    clients_keep_their_own_address_and_budget(&scene, 301).await;
     proxy.kill().await.unwrap();
 }
 
@@ -207,27 +228,25 @@ async fn behind_the_documented_nginx_clients_keep_their_own_address_and_budget()
 async fn behind_the_documented_caddy_clients_keep_their_own_address_and_budget() {
     let caddy = std::path::Path::new("/usr/bin/caddy");
     assert!(caddy.exists(), "Caddy is not installed (.ci/tools installs Debian's caddy)");
-    let stack = stack_behind_a_proxy().await;
+    let scene = Scene::start().await;
 
     // Caddy with the documented Caddyfile, over TLS, in front of the facade. Caddy keeps its
     // state (and looks for its configuration) under HOME and the XDG directories: the test's.
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (tls, plain) = (free_address().port(), free_address().port());
-    let path = dir.path().join("Caddyfile");
-    std::fs::write(&path, documented_caddy(stack.facade.addr, tls, plain, &pki, dir.path())).unwrap();
+    let dir = scene.dir.path();
+    let path = dir.join("Caddyfile");
+    std::fs::write(&path, scene.documented_caddy()).unwrap();
     let mut proxy = tokio::process::Command::new(caddy)
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(&path)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    clients_keep_their_own_address_and_budget(tls, plain, 308, &pki).await;
+    clients_keep_their_own_address_and_budget(&scene, 308).await;
     proxy.kill().await.unwrap();
 }
 

@@ -6,15 +6,16 @@
 Listens on 127.0.0.1:PORT (0, the default: any free port) and prints the bound port alone on
 the first line of stdout once it accepts connections. Every message accepted is written to DIR
 as one JSON file, `{"mail_from", "rcpt_tos", "data", "auth_user", "tls"}` (`data`: the raw
-RFC 5322 message as received; `tls`: whether it came over TLS), named so that names sort in arrival order. The file is complete before
-the server answers 250 to the message's data, and appears whole (written aside, then renamed).
+RFC 5322 message as received; `tls`: whether it came over TLS), named so that names sort in
+arrival order. The file is complete before the server answers 250 to the message's data, and
+appears whole (written aside, then renamed).
 
-With `--auth`, AUTH PLAIN and LOGIN are offered without TLS, and a message is refused unless
-the client authenticated as USER with PASS. With `--tls`, the server holds the certificate
-CERT (PEM, with its key KEY): it requires STARTTLS before anything else (and AUTH only after
-it), or with `--smtps` speaks TLS from the first byte (implicit TLS, as on port 465). A port still held (a previous run on it not yet
-released) is retried for a few seconds, so that a test can restart the server where the
-service under test expects it.
+With `--auth`, AUTH PLAIN and LOGIN are offered, and a message is refused unless the client
+authenticated as USER with PASS. With `--tls`, the server holds the certificate CERT (PEM,
+with its key KEY): it requires STARTTLS before anything else (and AUTH only after it), or with
+`--smtps` speaks TLS from the first byte (implicit TLS, as on port 465). A port still held (a
+previous run on it not yet released) is retried for a few seconds, so that a test can restart
+the server where the service under test expects it.
 """
 
 import argparse

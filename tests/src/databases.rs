@@ -59,6 +59,20 @@ pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     db.query_one_raw(statement).await.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
 }
 
+/// Waits until `sql` (a `SELECT COUNT(*) …`) counts `expected`; fails after `limit`, saying
+/// what it counted last.
+pub async fn count_reaches(db: &DatabaseConnection, sql: &str, expected: i64, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let counted = count(db, sql).await;
+        if counted == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sql}: {counted}, not {expected}, after {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((admin, name)) = self.postgres.take() else { return };

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use browser::Browser;
 pub use clients::*;
-pub use databases::{TestDb, count};
+pub use databases::{TestDb, count, count_reaches};
 pub use identity_proto::pb::{
     account_service_client::AccountServiceClient, auth_service_client::AuthServiceClient,
     user_service_client::UserServiceClient,

@@ -284,7 +284,8 @@ fn tls_of(url: &url::Url) -> Option<fn(TlsParameters) -> Tls> {
 fn certificates(path: &Path) -> CoreResult<Certificate> {
     let pem =
         std::fs::read(path).map_err(|error| CoreError::invalid(SMTP_CA, format!("{}: {error}", path.display())))?;
-    if !pem.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----") {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    if !pem.windows(BEGIN.len()).any(|window| window == BEGIN) {
         return Err(CoreError::invalid(SMTP_CA, format!("{}: holds no PEM certificate", path.display())));
     }
     Certificate::from_pem(&pem).map_err(|error| CoreError::invalid(SMTP_CA, format!("{}: {error}", path.display())))
